@@ -1,0 +1,139 @@
+//! Lookups on a ring of real `chordal` processes on loopback: latency by
+//! number of hops (and so the cost of one hop), and the memory of idle nodes.
+//!
+//!     cargo bench --profile dev --bench real_ring
+//!     CHORDAL_BENCH_NODES=32 cargo bench --profile dev --bench real_ring
+//!
+//! Each process hosts 4 virtual nodes. Lookups are sequential (one at a
+//! time), so the figures are latencies on an otherwise idle ring.
+
+use chordal::admin::walk_ring;
+use chordal::rpc::ApiConn;
+use rand::{Rng, SeedableRng};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CHORDAL: &str = env!("CARGO_BIN_EXE_chordal");
+
+struct Nodes(Vec<Child>);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() {
+    let count: usize = std::env::var("CHORDAL_BENCH_NODES").ok().and_then(|v| v.parse().ok()).unwrap_or(16);
+    let vnodes = 4;
+    let lookups = 3000;
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut nodes = Nodes(Vec::new());
+    for (index, port) in ports.iter().enumerate() {
+        let child = Command::new(CHORDAL)
+            .args(["--port", &port.to_string(), "--bootstrap", &addrs[0], "--vnodes", &vnodes.to_string()])
+            .args(["--stabilize-interval", "200ms", "--fix-fingers-interval", "50ms"])
+            .arg("--data-dir")
+            .arg(dir.path().join(port.to_string()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chordal starts");
+        nodes.0.push(child);
+        if index == 0 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    let started = Instant::now();
+    loop {
+        if let Ok(walk) = walk_ring(&addrs[0], Duration::from_secs(2), 100_000).await {
+            if walk.closed && walk.ordered && walk.members.len() == count * vnodes {
+                break;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "ring did not form");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Let fix-fingers finish a few rounds.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    println!("ring of {count} processes x {vnodes} virtual nodes formed in {:.1} s", started.elapsed().as_secs_f64());
+
+    let rss: Vec<u64> = nodes.0.iter().map(|c| rss_kib(c.id())).collect();
+    println!(
+        "idle RSS per node: mean {:.1} MiB, max {:.1} MiB",
+        rss.iter().sum::<u64>() as f64 / rss.len() as f64 / 1024.0,
+        *rss.iter().max().unwrap() as f64 / 1024.0
+    );
+
+    let mut conns = Vec::new();
+    for addr in &addrs {
+        conns.push(ApiConn::connect(addr, Duration::from_secs(5)).await.unwrap());
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let mut by_hops: Vec<Vec<f64>> = Vec::new();
+    for _ in 0..lookups {
+        let conn = &mut conns[rng.random_range(0..count)];
+        let key: u64 = rng.random();
+        let begin = Instant::now();
+        let answer = conn.lookup(key.to_string().as_bytes()).await.unwrap();
+        let micros = begin.elapsed().as_secs_f64() * 1e6;
+        let hops = answer.path.len();
+        if by_hops.len() <= hops {
+            by_hops.resize(hops + 1, Vec::new());
+        }
+        by_hops[hops].push(micros);
+    }
+    println!();
+    println!("| hops | lookups | mean µs | p50 µs | p99 µs |");
+    println!("|---:|---:|---:|---:|---:|");
+    let (mut sx, mut sy, mut sxx, mut sxy, mut n) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    let mut total_hops = 0usize;
+    for (hops, samples) in by_hops.iter_mut().enumerate() {
+        if samples.is_empty() {
+            continue;
+        }
+        samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let mean = samples.iter().sum::<f64>() / samples.len() as f64;
+        println!(
+            "| {hops} | {} | {mean:.0} | {:.0} | {:.0} |",
+            samples.len(),
+            samples[samples.len() / 2],
+            samples[(samples.len() * 99 / 100).min(samples.len() - 1)]
+        );
+        for &y in samples.iter() {
+            let x = hops as f64;
+            sx += x;
+            sy += y;
+            sxx += x * x;
+            sxy += x * y;
+            n += 1.0;
+        }
+        total_hops += hops * samples.len();
+    }
+    let slope = (n * sxy - sx * sy) / (n * sxx - sx * sx);
+    let intercept = (sy - slope * sx) / n;
+    println!();
+    println!("mean hops per lookup: {:.2}", total_hops as f64 / lookups as f64);
+    println!("least-squares fit: {intercept:.0} µs + {slope:.0} µs per hop");
+}

@@ -1,0 +1,376 @@
+//! The `chordal` command: parses arguments, sets up logging, and calls the
+//! library. Everything that decides anything lives in the library.
+
+use anyhow::{bail, Context};
+use chordal::admin::{walk_ring, RingWalk};
+use chordal::node::{self, NodeConfig};
+use chordal::ring;
+use chordal::rpc::ApiConn;
+use clap::{ArgAction, Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const ABOUT: &str = "A peer-to-peer key-value store on a Chord ring that stays correct.";
+
+const LONG_ABOUT: &str = "\
+A peer-to-peer key-value store on a Chord ring that stays correct.
+
+With no subcommand, runs a ring node. Plain `chordal` listens on 127.0.0.1:10001
+and, since that is also its bootstrap address, starts a new ring; any other node
+joins it through 127.0.0.1:10001 unless given --bootstrap.
+
+  chordal                                  bootstrap node, new ring
+  chordal --port 10002 -vvv                join through 127.0.0.1:10001, trace logs
+  chordal --port 10003 --vnodes 8          a node with 8 virtual nodes
+  chordal local --nodes 5                  a whole local ring in one command
+  chordal ring --via 127.0.0.1:10001       every member, in ring order
+  chordal lookup KEY --via 127.0.0.1:10003 the owner of KEY and the hops taken
+
+Ctrl-C or SIGTERM makes a node leave the ring gracefully.";
+
+#[derive(Parser, Debug)]
+#[command(name = "chordal", version, about = ABOUT, long_about = LONG_ABOUT, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(flatten)]
+    node: NodeArgs,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// More logging: -v info, -vv debug, -vvv trace. RUST_LOG overrides.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
+}
+
+#[derive(Args, Debug, Clone)]
+struct NodeArgs {
+    /// Interface to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+
+    /// Port to listen on.
+    #[arg(long, default_value_t = 10001)]
+    port: u16,
+
+    /// Address other nodes use to reach this one [default: HOST:PORT].
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
+
+    /// Node to join through; repeat for fallbacks, tried in order. A node
+    /// whose bootstrap is its own address starts a new ring.
+    #[arg(long = "bootstrap", value_name = "HOST:PORT", default_value = "127.0.0.1:10001")]
+    bootstrap: Vec<String>,
+
+    /// Virtual nodes (ring members) this process hosts.
+    #[arg(long, default_value_t = 4)]
+    vnodes: u32,
+
+    /// Length r of every successor list; the ring survives any r-1
+    /// consecutive members failing at once.
+    #[arg(long, default_value_t = 4)]
+    successors: usize,
+
+    /// How often each member stabilizes (e.g. 500ms, 2s).
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    stabilize_interval: Duration,
+
+    /// How often each member refreshes one finger.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    fix_fingers_interval: Duration,
+
+    /// Deadline of every request to another node, health checks included.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    rpc_timeout: Duration,
+
+    /// Where the node keeps its identity and known peers
+    /// [default: $XDG_DATA_HOME/chordal/HOST-PORT].
+    #[arg(long, value_name = "PATH")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Find the owner of KEY: prints the owner's address, then the hops taken.
+    Lookup {
+        key: String,
+        /// Node to ask.
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:10001")]
+        via: String,
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Walk the ring from a node and print every member in ring order: id,
+    /// address, predecessor, successor list and the fingers in use.
+    Ring {
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:10001")]
+        via: String,
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        /// Print only the summary line.
+        #[arg(long)]
+        summary: bool,
+    },
+    /// Run a whole local ring as child processes; Ctrl-C stops them all.
+    Local {
+        /// Number of node processes.
+        #[arg(long, default_value_t = 5)]
+        nodes: u16,
+        /// Port of the first node; the others take the ports after it.
+        #[arg(long, default_value_t = 10001)]
+        base_port: u16,
+        /// Virtual nodes per process.
+        #[arg(long, default_value_t = 4)]
+        vnodes: u32,
+        /// Directory holding one data directory per node
+        /// [default: $XDG_DATA_HOME/chordal/local].
+        #[arg(long, value_name = "PATH")]
+        data_dir: Option<PathBuf>,
+        /// Start from empty data directories.
+        #[arg(long)]
+        fresh: bool,
+        /// Print the ring's summary this often (0 to stay quiet).
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        watch: Duration,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("chordal: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            None => run_node(cli.node).await,
+            Some(Command::Lookup { key, via, timeout }) => lookup(&key, &via, timeout).await,
+            Some(Command::Ring { via, timeout, summary }) => ring(&via, timeout, summary).await,
+            Some(Command::Local { nodes, base_port, vnodes, data_dir, fresh, watch }) => {
+                local_ring(nodes, base_port, vnodes, data_dir, fresh, watch, cli.verbose).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chordal: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "warn,chordal=info",
+        2 => "info,chordal=debug",
+        _ => "info,chordal=trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn data_home() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("chordal");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/share/chordal"),
+        None => PathBuf::from("chordal-data"),
+    }
+}
+
+async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
+    let listen = format!("{}:{}", args.host, args.port);
+    let advertise = match args.advertise {
+        Some(advertise) => advertise,
+        None if args.host == "0.0.0.0" || args.host == "::" => {
+            bail!("listening on all interfaces ({listen}): pass --advertise with the address others should use")
+        }
+        None => listen.clone(),
+    };
+    let data_dir = args.data_dir.unwrap_or_else(|| data_home().join(advertise.replace(':', "-")));
+    let config = NodeConfig {
+        advertise: advertise.clone(),
+        bootstrap: args.bootstrap,
+        vnodes: args.vnodes,
+        ring: ring::Config { successors: args.successors, ..ring::Config::default() },
+        stabilize_interval: args.stabilize_interval,
+        fix_fingers_interval: args.fix_fingers_interval,
+        rpc_timeout: args.rpc_timeout,
+        data_dir: data_dir.clone(),
+    };
+    config.validate()?;
+    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let action = if config.bootstrap.contains(&advertise) {
+        "starting a new ring (or rejoining the peers it last knew)".to_string()
+    } else {
+        format!("joining through {}", config.bootstrap.join(", "))
+    };
+    eprintln!(
+        "chordal: node {advertise} with {} virtual nodes, {action}; data in {}",
+        config.vnodes,
+        data_dir.display()
+    );
+    node::run(config, listener, shutdown_signal()).await?;
+    eprintln!("chordal: node {advertise} left the ring");
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match terminate.as_mut() {
+                Some(signal) => { signal.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
+}
+
+async fn lookup(key: &str, via: &str, timeout: Duration) -> anyhow::Result<()> {
+    let mut conn = ApiConn::connect(via, timeout).await?;
+    let answer = conn.lookup(key.as_bytes()).await?;
+    println!("{}", answer.owner.addr);
+    println!("key      {key:?} (id {})", answer.key_id);
+    println!("owner    {}", answer.owner);
+    println!("start    {via}");
+    for (index, hop) in answer.path.iter().enumerate() {
+        println!("hop {:<4} {hop}", index + 1);
+    }
+    println!("hops     {}", answer.path.len());
+    Ok(())
+}
+
+async fn ring(via: &str, timeout: Duration, summary_only: bool) -> anyhow::Result<()> {
+    let walk = walk_ring(via, timeout, 100_000).await?;
+    if !summary_only {
+        print_ring(&walk);
+    }
+    println!("{}", summary(&walk));
+    if !walk.closed || !walk.ordered {
+        bail!("the ring is not whole: {}", walk.problems.join("; "));
+    }
+    Ok(())
+}
+
+fn print_ring(walk: &RingWalk) {
+    let short = |node: &chordal::ring::NodeRef| format!("{}@{}", node.id, node.addr);
+    for member in &walk.members {
+        println!("{}  {}", member.me.id, member.me.addr);
+        let predecessor = member.predecessor.as_ref().map(short).unwrap_or_else(|| "none".into());
+        println!("    predecessor  {predecessor}");
+        let successors: Vec<String> = member.successors.iter().map(short).collect();
+        println!("    successors   {}", successors.join(" "));
+        let fingers: Vec<String> = member.fingers.iter().map(short).collect();
+        println!("    fingers      {} in use: {}", fingers.len(), fingers.join(" "));
+    }
+}
+
+fn summary(walk: &RingWalk) -> String {
+    let state = match (walk.closed, walk.ordered) {
+        (true, true) => "closed and ordered".to_string(),
+        _ => format!("NOT WHOLE ({})", walk.problems.join("; ")),
+    };
+    format!("ring: {} members on {} processes, {state}", walk.members.len(), walk.processes)
+}
+
+async fn local_ring(
+    nodes: u16,
+    base_port: u16,
+    vnodes: u32,
+    data_dir: Option<PathBuf>,
+    fresh: bool,
+    watch: Duration,
+    verbose: u8,
+) -> anyhow::Result<()> {
+    if nodes == 0 {
+        bail!("--nodes must be at least 1");
+    }
+    if base_port.checked_add(nodes - 1).is_none() {
+        bail!("ports {base_port}.. do not fit {nodes} nodes");
+    }
+    let root = data_dir.unwrap_or_else(|| data_home().join("local"));
+    if fresh && root.exists() {
+        std::fs::remove_dir_all(&root).with_context(|| format!("cannot empty {}", root.display()))?;
+    }
+    let exe = std::env::current_exe().context("cannot find the chordal executable")?;
+    let bootstrap = format!("127.0.0.1:{base_port}");
+    let mut children = Vec::new();
+    for index in 0..nodes {
+        let port = base_port + index;
+        let mut command = tokio::process::Command::new(&exe);
+        command
+            .arg("--port")
+            .arg(port.to_string())
+            .arg("--bootstrap")
+            .arg(&bootstrap)
+            .arg("--vnodes")
+            .arg(vnodes.to_string())
+            .arg("--data-dir")
+            .arg(root.join(format!("127.0.0.1-{port}")))
+            .kill_on_drop(true);
+        if verbose > 0 {
+            command.arg(format!("-{}", "v".repeat(verbose as usize)));
+        }
+        let child = command.spawn().with_context(|| format!("cannot start node on port {port}"))?;
+        children.push((format!("127.0.0.1:{port}"), child));
+        if index == 0 {
+            // Let the bootstrap node start its ring before the others knock.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    println!("local ring of {nodes} nodes ({vnodes} virtual nodes each), data in {}:", root.display());
+    for (addr, child) in &children {
+        println!("  {addr}  (pid {})", child.id().unwrap_or_default());
+    }
+    println!("try: chordal ring --via {bootstrap}");
+    println!("     chordal lookup hello --via 127.0.0.1:{}", base_port + nodes - 1);
+    println!("Ctrl-C stops every node.");
+
+    let mut ticker = tokio::time::interval(if watch.is_zero() { Duration::from_secs(3600) } else { watch });
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown_signal() => break,
+            _ = ticker.tick(), if !watch.is_zero() => {
+                match walk_ring(&bootstrap, Duration::from_secs(2), 100_000).await {
+                    Ok(walk) => println!("{}", summary(&walk)),
+                    Err(e) => println!("ring: cannot walk from {bootstrap}: {e}"),
+                }
+            }
+        }
+        for (addr, child) in &mut children {
+            if let Ok(Some(status)) = child.try_wait() {
+                eprintln!("chordal: node {addr} exited ({status})");
+            }
+        }
+        children.retain_mut(|(_, child)| !matches!(child.try_wait(), Ok(Some(_))));
+    }
+    println!("stopping {} nodes", children.len());
+    for (_, child) in &children {
+        if let Some(pid) = child.id() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+        }
+    }
+    for (addr, mut child) in children {
+        match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
+            Ok(Ok(status)) if status.success() => {}
+            Ok(Ok(status)) => eprintln!("chordal: node {addr} exited with {status}"),
+            _ => {
+                eprintln!("chordal: node {addr} did not stop in time; killing it");
+                child.kill().await.ok();
+            }
+        }
+    }
+    Ok(())
+}

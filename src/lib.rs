@@ -1,0 +1,22 @@
+//! Chordal: a peer-to-peer key-value store on a Chord ring that stays correct.
+//!
+//! The library is layered so that every protocol decision can be tested
+//! without a network:
+//!
+//! * [`id`]: identifiers on the 2^64 circle and interval arithmetic.
+//! * [`ring`]: the corrected Chord protocol as a pure state machine.
+//! * [`sim`]: a deterministic simulator of many hosts, with loss, delay,
+//!   crashes and partitions, and the checks of the ring's invariants.
+//! * [`rpc`]: the gRPC edge; the only module that sees protobuf types.
+//! * [`node`]: the runtime that drives one process's state machine over
+//!   the network.
+
+pub mod admin;
+pub mod error;
+pub mod id;
+pub mod node;
+pub mod ring;
+pub mod rpc;
+pub mod sim;
+
+pub use error::{Error, Result};

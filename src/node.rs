@@ -1,0 +1,476 @@
+//! The runtime: one ring process on the network.
+//!
+//! [`run`] serves the `Ring`, `Api` and `grpc.health.v1.Health` services on
+//! an already-bound listener and starts one *owner task* that holds the
+//! process's [`Host`] state machine. Everything that touches protocol state
+//! goes through that task's channel: requests from the gRPC handlers (with a
+//! oneshot for the answer), answers to the host's own outbound requests,
+//! and the stabilize and fix-fingers timers. No lock guards the ring state,
+//! and the task never waits on the network: every outbound request runs in a
+//! task of its own and comes back as an input.
+//!
+//! The node's identity (the ids of its virtual nodes) is kept in its data
+//! directory, as are the addresses of the peers it last knew, so a restarted
+//! process comes back as the same members and rejoins through them even when
+//! its bootstrap node is gone.
+//!
+//! Shutdown is one signal: the node tells each member's neighbours it is
+//! leaving, waits briefly for their acknowledgements, stops serving, and
+//! returns.
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::ring::{self, Action, Host, Input, LookupError, LookupOutcome, Notice, Request, Response};
+use crate::rpc::{self, ApiService, MemberInfo, NodeApi, Pool, ProcessInfo, RingService};
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+
+/// Everything a node needs to run.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The address other processes use to reach this one (`host:port`).
+    pub advertise: String,
+    /// Addresses to join through, in order. Containing `advertise` means
+    /// "start a new ring if nobody else answers".
+    pub bootstrap: Vec<String>,
+    pub vnodes: u32,
+    pub ring: ring::Config,
+    pub stabilize_interval: Duration,
+    pub fix_fingers_interval: Duration,
+    /// Deadline of every request to another process, health checks included.
+    pub rpc_timeout: Duration,
+    pub data_dir: PathBuf,
+}
+
+impl NodeConfig {
+    /// Checks the configuration before anything starts.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |message: String| Err(Error::Config(message));
+        rpc::validate_addr(&self.advertise).map_err(|e| Error::Config(format!("--advertise: {e}")))?;
+        for seed in &self.bootstrap {
+            rpc::validate_addr(seed).map_err(|e| Error::Config(format!("--bootstrap {seed}: {e}")))?;
+        }
+        if self.vnodes == 0 || self.vnodes > 256 {
+            return invalid(format!("--vnodes must be between 1 and 256, not {}", self.vnodes));
+        }
+        if self.ring.successors < 2 || self.ring.successors > rpc::MAX_MEMBER_LIST {
+            return invalid(format!(
+                "--successors must be between 2 and {}, not {}",
+                rpc::MAX_MEMBER_LIST,
+                self.ring.successors
+            ));
+        }
+        if self.stabilize_interval.is_zero() || self.fix_fingers_interval.is_zero() {
+            return invalid("intervals must be longer than zero".into());
+        }
+        Ok(())
+    }
+}
+
+// ----- the data directory --------------------------------------------------
+
+const IDENTITY_FILE: &str = "identity";
+const PEERS_FILE: &str = "peers";
+
+/// The ids of this node's virtual nodes: read from the data directory, or
+/// derived from the advertised address and written there on first start.
+pub fn load_or_create_identity(data_dir: &Path, advertise: &str, vnodes: u32) -> Result<Vec<Id>> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| Error::Config(format!("cannot create data directory {}: {e}", data_dir.display())))?;
+    let path = data_dir.join(IDENTITY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let (stored_addr, ids) = parse_identity(&text)
+                .map_err(|e| Error::Config(format!("{} is damaged: {e}", path.display())))?;
+            if ids.len() != vnodes as usize {
+                return Err(Error::Config(format!(
+                    "{} holds the identity of a node with {} virtual nodes, but {vnodes} were asked for; \
+                     use --vnodes {} or a fresh --data-dir",
+                    data_dir.display(),
+                    ids.len(),
+                    ids.len()
+                )));
+            }
+            if stored_addr != advertise {
+                tracing::warn!(
+                    "data directory was created for {stored_addr}; now advertising {advertise} with the same ids"
+                );
+            }
+            Ok(ids)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let ids: Vec<Id> = (0..vnodes).map(|index| Id::of_vnode(advertise, index)).collect();
+            let mut text = String::from("# chordal node identity: the ring ids of this node's virtual nodes\n");
+            text.push_str(&format!("advertise {advertise}\n"));
+            for (index, id) in ids.iter().enumerate() {
+                text.push_str(&format!("vnode {index} {id}\n"));
+            }
+            write_atomically(&path, &text)?;
+            Ok(ids)
+        }
+        Err(e) => Err(Error::Config(format!("cannot read {}: {e}", path.display()))),
+    }
+}
+
+fn parse_identity(text: &str) -> std::result::Result<(String, Vec<Id>), String> {
+    let mut advertise = None;
+    let mut ids = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["advertise", addr] => advertise = Some(addr.to_string()),
+            ["vnode", index, id] => {
+                if index.parse::<usize>().ok() != Some(ids.len()) {
+                    return Err(format!("vnode {index} out of order"));
+                }
+                ids.push(id.parse::<Id>().map_err(|e| format!("bad id {id}: {e}"))?);
+            }
+            _ => return Err(format!("unexpected line {line:?}")),
+        }
+    }
+    let advertise = advertise.ok_or("no advertise line")?;
+    if ids.is_empty() {
+        return Err("no vnode lines".into());
+    }
+    Ok((advertise, ids))
+}
+
+/// Peers this node knew when it last ran.
+pub fn load_peers(data_dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(data_dir.join(PEERS_FILE))
+        .map(|text| {
+            text.lines()
+                .map(str::trim)
+                .filter(|line| rpc::validate_addr(line).is_ok())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn save_peers(data_dir: &Path, peers: &[String]) -> Result<()> {
+    let mut text = peers.join("\n");
+    text.push('\n');
+    write_atomically(&data_dir.join(PEERS_FILE), &text)
+}
+
+fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, text)?;
+    std::fs::rename(&temporary, path)?;
+    Ok(())
+}
+
+// ----- the owner task's interface -------------------------------------------
+
+enum Command {
+    Request { member: Option<Id>, request: Request, reply: oneshot::Sender<Response> },
+    Lookup { target: Id, reply: oneshot::Sender<Result<LookupOutcome, LookupError>> },
+    Describe { reply: oneshot::Sender<ProcessInfo> },
+    Answer(Input),
+}
+
+/// A cheap handle to a running node's owner task.
+#[derive(Clone)]
+pub struct NodeHandle {
+    commands: mpsc::Sender<Command>,
+}
+
+impl NodeHandle {
+    async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || Error::Unavailable("this node is shutting down".into());
+        self.commands.send(command(reply)).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())
+    }
+}
+
+#[tonic::async_trait]
+impl NodeApi for NodeHandle {
+    async fn request(&self, member: Option<Id>, request: Request) -> Result<Response> {
+        tracing::trace!(?member, ?request, "request in");
+        self.ask(|reply| Command::Request { member, request, reply }).await
+    }
+
+    async fn lookup(&self, target: Id) -> Result<LookupOutcome> {
+        self.ask(|reply| Command::Lookup { target, reply })
+            .await?
+            .map_err(|e| Error::Unavailable(format!("lookup of {target} failed: {e}")))
+    }
+
+    async fn describe(&self) -> Result<ProcessInfo> {
+        self.ask(|reply| Command::Describe { reply }).await
+    }
+}
+
+// ----- running a node ---------------------------------------------------------
+
+/// Runs a node on `listener` until `shutdown` completes, then leaves the ring
+/// gracefully and returns.
+pub async fn run(config: NodeConfig, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<()> {
+    config.validate()?;
+    let ids = load_or_create_identity(&config.data_dir, &config.advertise, config.vnodes)?;
+    let mut seeds = config.bootstrap.clone();
+    for peer in load_peers(&config.data_dir) {
+        if !seeds.contains(&peer) {
+            seeds.push(peer);
+        }
+    }
+    let host = Host::new(config.advertise.clone(), &ids, &seeds, config.ring.clone());
+
+    let (commands, inbox) = mpsc::channel(4096);
+    let handle = NodeHandle { commands: commands.clone() };
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let (stop_serving, serving_stopped) = oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .timeout(config.rpc_timeout * 4)
+        .concurrency_limit_per_connection(256)
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(RingService::server(handle.clone()))
+        .add_service(ApiService::server(handle))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            serving_stopped.await.ok();
+        });
+    let server = tokio::spawn(server);
+
+    let owner = Owner {
+        host,
+        pool: Arc::new(Pool::new(config.rpc_timeout)),
+        commands,
+        health,
+        serving: HashSet::new(),
+        lookups: HashMap::new(),
+        next_token: 1,
+        saved_peers: Vec::new(),
+        config,
+    };
+    owner.run(inbox, shutdown).await;
+    stop_serving.send(()).ok();
+    server.await.map_err(|e| Error::Unavailable(format!("server task failed: {e}")))??;
+    Ok(())
+}
+
+struct Owner {
+    host: Host,
+    pool: Arc<Pool>,
+    commands: mpsc::Sender<Command>,
+    health: HealthReporter,
+    /// Members currently reported SERVING to health checks.
+    serving: HashSet<Id>,
+    lookups: HashMap<u64, oneshot::Sender<Result<LookupOutcome, LookupError>>>,
+    next_token: u64,
+    saved_peers: Vec<String>,
+    config: NodeConfig,
+}
+
+impl Owner {
+    async fn run(mut self, mut inbox: mpsc::Receiver<Command>, shutdown: impl Future<Output = ()>) {
+        let mut stabilize = tokio::time::interval(self.config.stabilize_interval);
+        stabilize.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut fix_fingers = tokio::time::interval(self.config.fix_fingers_interval);
+        fix_fingers.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks: u64 = 0;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(command) = inbox.recv() => self.on_command(command),
+                _ = stabilize.tick() => {
+                    self.host.step(Input::StabilizeTick);
+                    ticks += 1;
+                    if ticks % 20 == 0 {
+                        self.save_peers();
+                    }
+                }
+                _ = fix_fingers.tick() => self.host.step(Input::FixFingersTick),
+            }
+            self.dispatch().await;
+        }
+        self.leave(&mut inbox).await;
+    }
+
+    async fn leave(&mut self, inbox: &mut mpsc::Receiver<Command>) {
+        tracing::info!("leaving the ring");
+        self.save_peers();
+        self.host.leave();
+        self.dispatch().await;
+        let deadline = tokio::time::Instant::now() + self.config.rpc_timeout * 2;
+        while !self.host.leave_complete() {
+            tokio::select! {
+                Some(command) = inbox.recv() => self.on_command(command),
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!("some neighbours did not acknowledge the leave in time");
+                    break;
+                }
+            }
+            self.dispatch().await;
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Request { member, request, reply } => {
+                let response = self.host.handle_request(member, request);
+                reply.send(response).ok();
+            }
+            Command::Lookup { target, reply } => {
+                let token = self.next_token;
+                self.next_token += 1;
+                self.lookups.insert(token, reply);
+                self.host.start_lookup(target, token);
+            }
+            Command::Describe { reply } => {
+                reply.send(self.describe()).ok();
+            }
+            Command::Answer(input) => self.host.step(input),
+        }
+    }
+
+    fn describe(&self) -> ProcessInfo {
+        ProcessInfo {
+            addr: self.host.addr().to_string(),
+            members: self
+                .host
+                .members()
+                .iter()
+                .map(|m| MemberInfo {
+                    me: m.me().clone(),
+                    joined: m.is_joined(),
+                    predecessor: m.predecessor().cloned(),
+                    successors: m.successors().to_vec(),
+                    fingers: m.fingers_in_use(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Carries out what the state machine asked for.
+    async fn dispatch(&mut self) {
+        for action in self.host.take_actions() {
+            match action {
+                Action::Send(outgoing) => {
+                    tracing::trace!(to = %outgoing.to, member = ?outgoing.member, request = ?outgoing.request, "request out");
+                    let pool = self.pool.clone();
+                    let commands = self.commands.clone();
+                    tokio::spawn(async move {
+                        let input = match pool.call(&outgoing).await {
+                            Ok(response) => Input::Reply { id: outgoing.id, response },
+                            Err(status) => {
+                                tracing::debug!(to = %outgoing.to, "request failed: {}", status.message());
+                                Input::Failed { id: outgoing.id }
+                            }
+                        };
+                        commands.send(Command::Answer(input)).await.ok();
+                    });
+                }
+                Action::LookupDone { token, result } => {
+                    if let Some(reply) = self.lookups.remove(&token) {
+                        reply.send(result).ok();
+                    }
+                }
+                Action::Notice(notice) => self.log_notice(notice),
+            }
+        }
+        self.update_health().await;
+    }
+
+    fn log_notice(&self, notice: Notice) {
+        let first_member = self.host.members().first().map(|m| m.id());
+        match notice {
+            Notice::Created { member } => tracing::info!(%member, "started a new ring"),
+            Notice::Joined { member, successor } => tracing::info!(%member, %successor, "joined the ring"),
+            Notice::JoinFailed { member, error, retry_in_ticks } => {
+                let wait = self.config.stabilize_interval * retry_in_ticks;
+                // One line per attempt, not one per virtual node.
+                if Some(member) == first_member {
+                    tracing::warn!("cannot join the ring: {error}; retrying in {}", humantime::format_duration(wait));
+                } else {
+                    tracing::debug!(%member, "cannot join the ring: {error}");
+                }
+            }
+            Notice::SuccessorChanged { member, from, to } => {
+                tracing::debug!(%member, from = ?from, %to, "successor changed")
+            }
+            Notice::PredecessorChanged { member, from, to } => {
+                tracing::debug!(%member, from = ?from, to = ?to, "predecessor changed")
+            }
+            Notice::SuccessorDead { member, dead } => tracing::info!(%member, %dead, "successor presumed dead"),
+            Notice::Orphaned { member } => {
+                tracing::warn!(%member, "every known successor is dead; rejoining through the bootstrap nodes")
+            }
+        }
+    }
+
+    /// Reports each joined member SERVING to gRPC health checks, and every
+    /// other member NOT_SERVING.
+    async fn update_health(&mut self) {
+        for member in self.host.members() {
+            let joined = member.is_joined();
+            if joined == self.serving.contains(&member.id()) {
+                continue;
+            }
+            let status = if joined { ServingStatus::Serving } else { ServingStatus::NotServing };
+            self.health.set_service_status(rpc::member_health_name(member.id()), status).await;
+            if joined {
+                self.serving.insert(member.id());
+            } else {
+                self.serving.remove(&member.id());
+            }
+        }
+    }
+
+    fn save_peers(&mut self) {
+        let peers = self.host.known_addrs();
+        if peers.is_empty() || peers == self.saved_peers {
+            return;
+        }
+        match save_peers(&self.config.data_dir, &peers) {
+            Ok(()) => self.saved_peers = peers,
+            Err(e) => tracing::warn!("cannot save known peers in {}: {e}", self.config.data_dir.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_survives_a_restart_and_refuses_a_different_vnode_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_or_create_identity(dir.path(), "127.0.0.1:1", 3).unwrap();
+        assert_eq!(first.len(), 3);
+        assert_eq!(first[0], Id::of_vnode("127.0.0.1:1", 0));
+        // Same directory, other address: the stored ids win.
+        let again = load_or_create_identity(dir.path(), "127.0.0.1:2", 3).unwrap();
+        assert_eq!(first, again);
+        let error = load_or_create_identity(dir.path(), "127.0.0.1:1", 4).unwrap_err();
+        assert!(error.to_string().contains("--vnodes 3"), "{error}");
+    }
+
+    #[test]
+    fn a_damaged_identity_is_reported_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(IDENTITY_FILE), "advertise a:1\nvnode 0 nothex\n").unwrap();
+        let error = load_or_create_identity(dir.path(), "a:1", 1).unwrap_err();
+        assert!(error.to_string().contains("damaged"), "{error}");
+    }
+
+    #[test]
+    fn peers_round_trip_and_junk_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        save_peers(dir.path(), &["a:1".to_string(), "b:2".to_string()]).unwrap();
+        assert_eq!(load_peers(dir.path()), vec!["a:1", "b:2"]);
+        std::fs::write(dir.path().join(PEERS_FILE), "a:1\nnot an address\n").unwrap();
+        assert_eq!(load_peers(dir.path()), vec!["a:1"]);
+    }
+}

@@ -1,0 +1,212 @@
+//! Unit tests of single protocol rules, with hosts wired together by hand.
+//! Whole-ring behaviour under loss, crashes and partitions is tested in the
+//! simulator (`tests/simulation.rs`).
+
+use super::*;
+use std::collections::BTreeMap;
+
+fn node(id: u64, addr: &str) -> NodeRef {
+    NodeRef::new(Id(id), addr)
+}
+
+fn config(r: usize) -> Config {
+    Config { successors: r, ..Config::default() }
+}
+
+/// Delivers every request between `hosts` instantly until all is quiet, and
+/// returns the lookups that finished.
+fn pump(hosts: &mut BTreeMap<String, Host>) -> Vec<(u64, Result<LookupOutcome, LookupError>)> {
+    let mut done = Vec::new();
+    loop {
+        let mut outgoing = Vec::new();
+        for (addr, host) in hosts.iter_mut() {
+            for action in host.take_actions() {
+                match action {
+                    Action::Send(message) => outgoing.push((addr.clone(), message)),
+                    Action::LookupDone { token, result } => done.push((token, result)),
+                    Action::Notice(_) => {}
+                }
+            }
+        }
+        if outgoing.is_empty() {
+            return done;
+        }
+        for (from, message) in outgoing {
+            let input = match hosts.get_mut(&message.to) {
+                Some(host) => Input::Reply { id: message.id, response: host.handle_request(message.member, message.request) },
+                None => Input::Failed { id: message.id },
+            };
+            hosts.get_mut(&from).expect("sender").step(input);
+        }
+    }
+}
+
+fn tick(hosts: &mut BTreeMap<String, Host>, rounds: usize) {
+    for _ in 0..rounds {
+        let addrs: Vec<String> = hosts.keys().cloned().collect();
+        for addr in addrs {
+            hosts.get_mut(&addr).expect("host").step(Input::StabilizeTick);
+            pump(hosts);
+            hosts.get_mut(&addr).expect("host").step(Input::FixFingersTick);
+            pump(hosts);
+        }
+    }
+}
+
+#[test]
+fn successor_list_is_cut_to_r() {
+    let me = node(0, "me");
+    let tail = [node(2, "b"), node(3, "c"), node(4, "d")];
+    let list = successor_list(&me, &node(1, "a"), &tail, 3);
+    assert_eq!(list, vec![node(1, "a"), node(2, "b"), node(3, "c")]);
+}
+
+#[test]
+fn successor_list_stops_where_the_ring_comes_round_to_me() {
+    let me = node(0, "me");
+    let tail = [node(2, "b"), node(0, "me"), node(1, "a")];
+    let list = successor_list(&me, &node(1, "a"), &tail, 8);
+    assert_eq!(list, vec![node(1, "a"), node(2, "b"), node(0, "me")]);
+}
+
+#[test]
+fn successor_list_stops_where_it_repeats() {
+    // A newcomer copying the list of the lone member of a ring.
+    let me = node(5, "me");
+    let list = successor_list(&me, &node(1, "a"), &[node(1, "a")], 4);
+    assert_eq!(list, vec![node(1, "a")]);
+}
+
+#[test]
+fn a_host_seeded_by_itself_creates_a_ring() {
+    let mut host = Host::new("a:1", &[Id(100)], &["a:1".to_string()], config(3));
+    host.step(Input::StabilizeTick);
+    let member = &host.members()[0];
+    assert!(member.is_joined());
+    assert_eq!(member.successors(), &[node(100, "a:1")]);
+    assert!(host.take_actions().iter().any(|a| matches!(a, Action::Notice(Notice::Created { .. }))));
+}
+
+#[test]
+fn virtual_nodes_of_one_host_form_a_ring_without_the_network() {
+    let ids = [Id(10), Id(20), Id(30)];
+    let mut host = Host::new("a:1", &ids, &[], config(3));
+    for _ in 0..4 {
+        host.step(Input::StabilizeTick);
+    }
+    assert!(host.take_actions().iter().all(|a| !matches!(a, Action::Send(_))), "all traffic was local");
+    let successor_of = |id: u64| host.member(Id(id)).unwrap().successor().unwrap().id;
+    assert_eq!(successor_of(10), Id(20));
+    assert_eq!(successor_of(20), Id(30));
+    assert_eq!(successor_of(30), Id(10));
+    assert_eq!(host.member(Id(10)).unwrap().predecessor().map(|p| p.id), Some(Id(30)));
+}
+
+#[test]
+fn two_hosts_join_and_link_both_ways() {
+    let mut hosts = BTreeMap::new();
+    hosts.insert("a:1".to_string(), Host::new("a:1", &[Id(100)], &[], config(3)));
+    hosts.insert("b:1".to_string(), Host::new("b:1", &[Id(200)], &["a:1".to_string()], config(3)));
+    tick(&mut hosts, 3);
+    let a = hosts["a:1"].member(Id(100)).unwrap();
+    let b = hosts["b:1"].member(Id(200)).unwrap();
+    assert_eq!(a.successors(), &[node(200, "b:1"), node(100, "a:1")]);
+    assert_eq!(b.successors(), &[node(100, "a:1"), node(200, "b:1")]);
+    assert_eq!(a.predecessor(), Some(&node(200, "b:1")));
+    assert_eq!(b.predecessor(), Some(&node(100, "a:1")));
+}
+
+#[test]
+fn a_busy_member_answers_pending_but_still_answers_ping() {
+    let mut hosts = BTreeMap::new();
+    hosts.insert("a:1".to_string(), Host::new("a:1", &[Id(100)], &[], config(3)));
+    hosts.insert("b:1".to_string(), Host::new("b:1", &[Id(200)], &["a:1".to_string()], config(3)));
+    tick(&mut hosts, 3);
+    // b starts stabilizing and its query to a is left in flight.
+    let b = hosts.get_mut("b:1").unwrap();
+    b.step(Input::StabilizeTick);
+    let sent = b.take_actions();
+    assert!(sent.iter().any(|a| matches!(a, Action::Send(Outgoing { request: Request::GetState, .. }))));
+    assert_eq!(b.handle_request(Some(Id(200)), Request::GetState), Response::Pending);
+    assert_eq!(b.handle_request(Some(Id(200)), Request::Ping), Response::Pong);
+}
+
+#[test]
+fn rectify_keeps_a_live_predecessor_and_replaces_a_dead_one() {
+    let mut host = Host::new("a:1", &[Id(100)], &[], config(3));
+    host.step(Input::StabilizeTick);
+    host.handle_request(Some(Id(100)), Request::Notify { from: node(50, "p:1") });
+    assert_eq!(host.member(Id(100)).unwrap().predecessor(), Some(&node(50, "p:1")));
+
+    // 40 is not between 50 and 100: ping 50 first.
+    host.take_actions();
+    host.handle_request(Some(Id(100)), Request::Notify { from: node(40, "q:1") });
+    let ping = host.take_actions().into_iter().find_map(|a| match a {
+        Action::Send(out) if out.request == Request::Ping => Some(out),
+        _ => None,
+    });
+    let ping = ping.expect("the current predecessor is pinged");
+    assert_eq!(ping.member, Some(Id(50)));
+    host.step(Input::Reply { id: ping.id, response: Response::Pong });
+    assert_eq!(host.member(Id(100)).unwrap().predecessor(), Some(&node(50, "p:1")), "alive: kept");
+
+    host.handle_request(Some(Id(100)), Request::Notify { from: node(40, "q:1") });
+    let mut pings = 0;
+    loop {
+        let ping = host.take_actions().into_iter().find_map(|a| match a {
+            Action::Send(out) if out.request == Request::Ping => Some(out.id),
+            _ => None,
+        });
+        let Some(id) = ping else { break };
+        pings += 1;
+        host.step(Input::Failed { id });
+    }
+    assert_eq!(pings, Config::default().query_attempts, "a lost ping is retried before presuming death");
+    assert_eq!(host.member(Id(100)).unwrap().predecessor(), Some(&node(40, "q:1")), "dead: replaced");
+}
+
+#[test]
+fn lookups_route_through_remote_tables() {
+    let mut hosts = BTreeMap::new();
+    let addrs: Vec<String> = (0..8).map(|i| format!("h{i}:1")).collect();
+    for (index, addr) in addrs.iter().enumerate() {
+        let id = Id((index as u64 + 1) << 60);
+        hosts.insert(addr.clone(), Host::new(addr.clone(), &[id], &[addrs[0].clone()], config(3)));
+    }
+    tick(&mut hosts, 12);
+    // Key just after the member with id 5 << 60 belongs to 6 << 60 (h5).
+    hosts.get_mut("h0:1").unwrap().start_lookup(Id((5 << 60) + 1), 7);
+    let done = pump(&mut hosts);
+    let (token, result) = &done[0];
+    assert_eq!(*token, 7);
+    let outcome = result.as_ref().expect("found");
+    assert_eq!(outcome.owner(), &node(6 << 60, "h5:1"));
+    assert_eq!(outcome.predecessor, node(5 << 60, "h4:1"));
+}
+
+#[test]
+fn a_join_with_no_reachable_seed_backs_off() {
+    let mut host = Host::new("b:1", &[Id(200)], &["a:1".to_string()], config(3));
+    let mut hosts = BTreeMap::new();
+    host.step(Input::StabilizeTick);
+    hosts.insert("b:1".to_string(), host);
+    // a:1 does not exist: every request to it fails.
+    let mut waits = Vec::new();
+    for _ in 0..20 {
+        let host = hosts.get_mut("b:1").unwrap();
+        let actions = host.take_actions();
+        for action in &actions {
+            if let Action::Notice(Notice::JoinFailed { retry_in_ticks, .. }) = action {
+                waits.push(*retry_in_ticks);
+            }
+        }
+        for action in actions {
+            if let Action::Send(out) = action {
+                host.step(Input::Failed { id: out.id });
+            }
+        }
+        host.step(Input::StabilizeTick);
+    }
+    assert!(!hosts["b:1"].members()[0].is_joined(), "never joins a ring it cannot reach");
+    assert_eq!(&waits[..3], &[2, 4, 8], "waits double");
+}

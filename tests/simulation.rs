@@ -1,0 +1,203 @@
+//! Scenario tests of the ring protocol in the deterministic simulator.
+//!
+//! Each test is one story: a ring is formed, something happens to it, and
+//! the invariants of the corrected protocol are checked after *every* event
+//! (one ordered ring, every live member with a live successor), then the
+//! ring must converge to exactly the right successor lists and predecessors.
+//! A failing test prints its seed; the same seed replays the same run.
+
+use chordal::id::Id;
+use chordal::ring::{self, Addr};
+use chordal::sim::{Sim, SimConfig};
+
+/// Simulated milliseconds allowed for convergence in these small rings.
+const CONVERGE_MS: u64 = 120_000;
+
+fn config(seed: u64, r: usize) -> SimConfig {
+    SimConfig { seed, ring: ring::Config { successors: r, ..ring::Config::default() }, ..SimConfig::default() }
+}
+
+/// Starts `hosts` hosts one after the other (each after the previous joined)
+/// and waits until the ring has converged, checking invariants throughout.
+fn grown_ring(config: SimConfig, hosts: usize) -> (Sim, Vec<Addr>) {
+    let mut sim = Sim::new(config);
+    let first = sim.add_first_host();
+    let mut addrs = vec![first.clone()];
+    converge(&mut sim, "the first host");
+    for _ in 1..hosts {
+        addrs.push(sim.add_host(std::slice::from_ref(&first)));
+        sim.run_for_checked(2_000, |sim| sim.check_ring().map(drop)).unwrap_or_else(|v| panic!("while joining: {v}"));
+    }
+    converge(&mut sim, "the grown ring");
+    (sim, addrs)
+}
+
+fn converge(sim: &mut Sim, what: &str) -> u64 {
+    match sim.run_until_converged(CONVERGE_MS, true) {
+        Ok(Some(ms)) => ms,
+        Ok(None) => panic!("{what} did not converge in {CONVERGE_MS} ms (seed {})", sim.config().seed),
+        Err(violation) => panic!("{what}: invariant broken: {violation} (seed {})", sim.config().seed),
+    }
+}
+
+/// Every key looked up from every host reaches its true owner.
+fn assert_lookups_reach_owners(sim: &mut Sim, keys: usize) {
+    let hosts = sim.host_addrs();
+    for k in 0..keys {
+        let key = Id::of_key(format!("key-{k}").as_bytes());
+        let from = &hosts[k % hosts.len()];
+        let outcome = sim.lookup(from, key).unwrap_or_else(|e| panic!("lookup of {key} from {from}: {e}"));
+        let owner = sim.true_owner(key).expect("a live member");
+        assert_eq!(outcome.owner().id, owner.id, "lookup of {key} from {from}");
+    }
+}
+
+#[test]
+fn a_one_host_ring_owns_every_key() {
+    let (mut sim, _) = grown_ring(config(1, 3), 1);
+    assert_eq!(sim.live_members().len(), 1);
+    assert_lookups_reach_owners(&mut sim, 20);
+}
+
+#[test]
+fn two_and_three_host_rings_converge() {
+    for hosts in [2, 3] {
+        let (mut sim, _) = grown_ring(config(hosts as u64, 3), hosts);
+        let shape = sim.check_ring().unwrap();
+        assert_eq!(shape.cycle.len(), hosts);
+        assert_lookups_reach_owners(&mut sim, 50);
+    }
+}
+
+#[test]
+fn virtual_nodes_form_one_ring_of_all_members() {
+    let config = SimConfig { vnodes: 4, ..config(3, 4) };
+    let (mut sim, _) = grown_ring(config, 5);
+    assert_eq!(sim.check_ring().unwrap().cycle.len(), 20);
+    assert_lookups_reach_owners(&mut sim, 100);
+}
+
+#[test]
+fn thirty_hosts_joining_at_once_converge() {
+    let mut sim = Sim::new(config(4, 4));
+    let first = sim.add_first_host();
+    converge(&mut sim, "the first host");
+    for _ in 0..30 {
+        sim.add_host(std::slice::from_ref(&first));
+    }
+    converge(&mut sim, "concurrent joins");
+    assert_eq!(sim.live_members().len(), 31);
+    assert_lookups_reach_owners(&mut sim, 100);
+}
+
+#[test]
+fn a_crash_of_r_minus_one_consecutive_members_is_repaired() {
+    let r = 4;
+    let (mut sim, _) = grown_ring(config(5, r), 20);
+    let members = sim.live_members();
+    // r - 1 members in a row, starting at a random-looking place.
+    for victim in members.iter().cycle().skip(7).take(r - 1) {
+        sim.crash(&victim.addr);
+    }
+    converge(&mut sim, "after the crash");
+    assert_eq!(sim.live_members().len(), 20 - (r - 1));
+    assert_lookups_reach_owners(&mut sim, 100);
+}
+
+#[test]
+fn the_ring_stays_correct_under_twenty_percent_message_loss() {
+    let (mut sim, addrs) = grown_ring(config(6, 4), 12);
+    sim.set_loss(0.2);
+    // Joins, a crash and lookups, all while one message in five is lost.
+    for _ in 0..3 {
+        sim.add_host(&addrs[..1]);
+    }
+    sim.run_for_checked(20_000, |sim| sim.check_ring().map(drop)).unwrap_or_else(|v| panic!("under loss: {v}"));
+    sim.crash(&addrs[5]);
+    sim.run_for_checked(20_000, |sim| sim.check_ring().map(drop)).unwrap_or_else(|v| panic!("under loss: {v}"));
+    sim.set_loss(0.0);
+    converge(&mut sim, "after the loss ended");
+    assert_eq!(sim.live_members().len(), 14);
+    assert_lookups_reach_owners(&mut sim, 100);
+}
+
+#[test]
+fn a_partition_that_heals_leaves_one_ring() {
+    let (mut sim, addrs) = grown_ring(config(7, 4), 16);
+    let (left, right): (Vec<Addr>, Vec<Addr>) = addrs.iter().cloned().partition(|a| {
+        let id = sim.host(a).unwrap().members()[0].id();
+        id.0 % 2 == 0
+    });
+    sim.partition(&[left.clone(), right.clone()]);
+    // Each side repairs itself into a ring of its own.
+    sim.run_for(30_000);
+    sim.heal();
+    converge(&mut sim, "after the partition healed");
+    assert_eq!(sim.live_members().len(), 16);
+    assert_lookups_reach_owners(&mut sim, 100);
+}
+
+#[test]
+fn a_member_whose_whole_successor_list_dies_routes_around_without_collapsing() {
+    let r = 3;
+    let (mut sim, _) = grown_ring(config(8, r), 20);
+    let members = sim.live_members();
+    let survivor = members[4].clone();
+    let predecessor = members[3].clone();
+    // All r successors of the survivor die at once: the failure assumption
+    // is broken on purpose, while its predecessor lives.
+    for victim in &members[5..5 + r] {
+        sim.crash(&victim.addr);
+    }
+    let deadline = sim.now() + CONVERGE_MS;
+    while !sim.is_converged() {
+        assert!(sim.now() < deadline, "did not converge after losing a whole successor list");
+        assert!(sim.step(), "the simulation ran dry");
+        sim.check_ring_tolerating_detached().unwrap_or_else(|v| panic!("{v} (seed {})", sim.config().seed));
+        let member = sim.host(&survivor.addr).and_then(|h| h.member(survivor.id)).expect("alive");
+        assert!(
+            member.successor().is_none_or(|s| s.id != survivor.id),
+            "{survivor} collapsed onto itself"
+        );
+    }
+    assert!(sim.host(&predecessor.addr).is_some());
+    assert_eq!(sim.live_members().len(), 20 - r);
+    assert_lookups_reach_owners(&mut sim, 100);
+}
+
+#[test]
+fn a_restarted_host_rejoins_with_its_old_identity() {
+    let (mut sim, addrs) = grown_ring(config(9, 4), 8);
+    let victim = addrs[3].clone();
+    let ids: Vec<Id> = sim.host(&victim).unwrap().members().iter().map(|m| m.id()).collect();
+    sim.crash(&victim);
+    converge(&mut sim, "without the victim");
+    assert_eq!(sim.live_members().len(), 7);
+    sim.restart(&victim);
+    converge(&mut sim, "after the restart");
+    let back: Vec<Id> = sim.host(&victim).unwrap().members().iter().map(|m| m.id()).collect();
+    assert_eq!(ids, back);
+    assert_eq!(sim.live_members().len(), 8);
+}
+
+#[test]
+fn a_graceful_leave_is_repaired_without_waiting_for_timeouts() {
+    let (mut sim, addrs) = grown_ring(config(10, 4), 8);
+    sim.leave(&addrs[2]);
+    converge(&mut sim, "after the leave");
+    assert_eq!(sim.live_members().len(), 7);
+    assert_eq!(sim.stats.successor_deaths, 0, "neighbours were told, nobody had to presume death");
+}
+
+#[test]
+fn the_same_seed_replays_the_same_run() {
+    let run = |seed| {
+        let (mut sim, addrs) = grown_ring(config(seed, 4), 6);
+        sim.set_loss(0.1);
+        sim.crash(&addrs[2]);
+        sim.run_for(10_000);
+        (sim.stats.messages_sent, sim.stats.messages_lost, sim.live_members())
+    };
+    assert_eq!(run(11), run(11));
+    assert_ne!(run(11).0, run(12).0);
+}
