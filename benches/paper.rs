@@ -11,7 +11,10 @@ use chordal::sim::paper::{build_ring, experiment_config, key_load, lookup_hops, 
 use std::time::Instant;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let wanted = |name: &str| args.is_empty() || args.iter().any(|a| a == name);
     if wanted("hops") {
         hops();
@@ -25,7 +28,10 @@ fn main() {
 }
 
 fn hops() {
-    let max_exponent: u32 = std::env::var("CHORDAL_HOPS_MAX_EXP").ok().and_then(|v| v.parse().ok()).unwrap_or(14);
+    let max_exponent: u32 = std::env::var("CHORDAL_HOPS_MAX_EXP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(14);
     println!("## Lookup path length (hops per lookup), one member per host, r = 4");
     println!();
     println!("| N | ½·log2 N | mean hops | p99 hops | max | wrong | build (wall s) |");
@@ -58,11 +64,23 @@ fn failure() {
     println!("| round | wrong or failed lookups | ring converged |");
     println!("|---:|---:|:---:|");
     for round in &rounds {
-        if round.round < 10 || round.round % 10 == 0 || round.wrong_fraction == 0.0 || round.converged {
-            println!("| {} | {:.2}% | {} |", round.round, round.wrong_fraction * 100.0, if round.converged { "yes" } else { "no" });
+        if round.round < 10
+            || round.round % 10 == 0
+            || round.wrong_fraction == 0.0
+            || round.converged
+        {
+            println!(
+                "| {} | {:.2}% | {} |",
+                round.round,
+                round.wrong_fraction * 100.0,
+                if round.converged { "yes" } else { "no" }
+            );
         }
     }
-    let first_right = rounds.iter().find(|r| r.wrong_fraction == 0.0).map(|r| r.round);
+    let first_right = rounds
+        .iter()
+        .find(|r| r.wrong_fraction == 0.0)
+        .map(|r| r.round);
     let converged = rounds.iter().find(|r| r.converged).map(|r| r.round);
     println!();
     println!("first round with every lookup right: {first_right:?}; ring fully converged at round: {converged:?}");
@@ -78,7 +96,10 @@ fn load() {
     println!("|---:|---:|---:|---:|");
     for vnodes in [1, 2, 5, 10, 20] {
         let stats = key_load(hosts, vnodes, keys);
-        println!("| {vnodes} | {:.0} | {:.2} | {:.2} |", stats.mean, stats.p1_ratio, stats.p99_ratio);
+        println!(
+            "| {vnodes} | {:.0} | {:.2} | {:.2} |",
+            stats.mean, stats.p1_ratio, stats.p99_ratio
+        );
     }
     println!();
 }

@@ -28,7 +28,11 @@ impl Drop for Nodes {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -43,7 +47,10 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[tokio::main]
 async fn main() {
-    let count: usize = std::env::var("CHORDAL_BENCH_NODES").ok().and_then(|v| v.parse().ok()).unwrap_or(16);
+    let count: usize = std::env::var("CHORDAL_BENCH_NODES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
     let vnodes = 4;
     let lookups = 3000;
     let dir = tempfile::tempdir().unwrap();
@@ -52,8 +59,20 @@ async fn main() {
     let mut nodes = Nodes(Vec::new());
     for (index, port) in ports.iter().enumerate() {
         let child = Command::new(CHORDAL)
-            .args(["--port", &port.to_string(), "--bootstrap", &addrs[0], "--vnodes", &vnodes.to_string()])
-            .args(["--stabilize-interval", "200ms", "--fix-fingers-interval", "50ms"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bootstrap",
+                &addrs[0],
+                "--vnodes",
+                &vnodes.to_string(),
+            ])
+            .args([
+                "--stabilize-interval",
+                "200ms",
+                "--fix-fingers-interval",
+                "50ms",
+            ])
             .arg("--data-dir")
             .arg(dir.path().join(port.to_string()))
             .stdout(Stdio::null())
@@ -72,12 +91,18 @@ async fn main() {
                 break;
             }
         }
-        assert!(started.elapsed() < Duration::from_secs(120), "ring did not form");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "ring did not form"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Let fix-fingers finish a few rounds.
     tokio::time::sleep(Duration::from_secs(10)).await;
-    println!("ring of {count} processes x {vnodes} virtual nodes formed in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "ring of {count} processes x {vnodes} virtual nodes formed in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
     let rss: Vec<u64> = nodes.0.iter().map(|c| rss_kib(c.id())).collect();
     println!(
@@ -88,7 +113,11 @@ async fn main() {
 
     let mut conns = Vec::new();
     for addr in &addrs {
-        conns.push(ApiConn::connect(addr, Duration::from_secs(5)).await.unwrap());
+        conns.push(
+            ApiConn::connect(addr, Duration::from_secs(5))
+                .await
+                .unwrap(),
+        );
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let mut by_hops: Vec<Vec<f64>> = Vec::new();
@@ -134,6 +163,9 @@ async fn main() {
     let slope = (n * sxy - sx * sy) / (n * sxx - sx * sx);
     let intercept = (sy - slope * sx) / n;
     println!();
-    println!("mean hops per lookup: {:.2}", total_hops as f64 / lookups as f64);
+    println!(
+        "mean hops per lookup: {:.2}",
+        total_hops as f64 / lookups as f64
+    );
     println!("least-squares fit: {intercept:.0} µs + {slope:.0} µs per hop");
 }

@@ -59,7 +59,11 @@ struct NodeArgs {
 
     /// Node to join through; repeat for fallbacks, tried in order. A node
     /// whose bootstrap is its own address starts a new ring.
-    #[arg(long = "bootstrap", value_name = "HOST:PORT", default_value = "127.0.0.1:10001")]
+    #[arg(
+        long = "bootstrap",
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:10001"
+    )]
     bootstrap: Vec<String>,
 
     /// Virtual nodes (ring members) this process hosts.
@@ -149,9 +153,29 @@ fn main() -> ExitCode {
         match cli.command {
             None => run_node(cli.node).await,
             Some(Command::Lookup { key, via, timeout }) => lookup(&key, &via, timeout).await,
-            Some(Command::Ring { via, timeout, summary }) => ring(&via, timeout, summary).await,
-            Some(Command::Local { nodes, base_port, vnodes, data_dir, fresh, watch }) => {
-                local_ring(nodes, base_port, vnodes, data_dir, fresh, watch, cli.verbose).await
+            Some(Command::Ring {
+                via,
+                timeout,
+                summary,
+            }) => ring(&via, timeout, summary).await,
+            Some(Command::Local {
+                nodes,
+                base_port,
+                vnodes,
+                data_dir,
+                fresh,
+                watch,
+            }) => {
+                local_ring(
+                    nodes,
+                    base_port,
+                    vnodes,
+                    data_dir,
+                    fresh,
+                    watch,
+                    cli.verbose,
+                )
+                .await
             }
         }
     });
@@ -173,7 +197,10 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn data_home() -> PathBuf {
@@ -195,19 +222,26 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         }
         None => listen.clone(),
     };
-    let data_dir = args.data_dir.unwrap_or_else(|| data_home().join(advertise.replace(':', "-")));
+    let data_dir = args
+        .data_dir
+        .unwrap_or_else(|| data_home().join(advertise.replace(':', "-")));
     let config = NodeConfig {
         advertise: advertise.clone(),
         bootstrap: args.bootstrap,
         vnodes: args.vnodes,
-        ring: ring::Config { successors: args.successors, ..ring::Config::default() },
+        ring: ring::Config {
+            successors: args.successors,
+            ..ring::Config::default()
+        },
         stabilize_interval: args.stabilize_interval,
         fix_fingers_interval: args.fix_fingers_interval,
         rpc_timeout: args.rpc_timeout,
         data_dir: data_dir.clone(),
     };
     config.validate()?;
-    let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let action = if config.bootstrap.contains(&advertise) {
         "starting a new ring (or rejoining the peers it last knew)".to_string()
     } else {
@@ -225,7 +259,8 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
 
 /// Completes on Ctrl-C or SIGTERM.
 async fn shutdown_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = async {
@@ -267,12 +302,20 @@ fn print_ring(walk: &RingWalk) {
     let short = |node: &chordal::ring::NodeRef| format!("{}@{}", node.id, node.addr);
     for member in &walk.members {
         println!("{}  {}", member.me.id, member.me.addr);
-        let predecessor = member.predecessor.as_ref().map(short).unwrap_or_else(|| "none".into());
+        let predecessor = member
+            .predecessor
+            .as_ref()
+            .map(short)
+            .unwrap_or_else(|| "none".into());
         println!("    predecessor  {predecessor}");
         let successors: Vec<String> = member.successors.iter().map(short).collect();
         println!("    successors   {}", successors.join(" "));
         let fingers: Vec<String> = member.fingers.iter().map(short).collect();
-        println!("    fingers      {} in use: {}", fingers.len(), fingers.join(" "));
+        println!(
+            "    fingers      {} in use: {}",
+            fingers.len(),
+            fingers.join(" ")
+        );
     }
 }
 
@@ -281,7 +324,11 @@ fn summary(walk: &RingWalk) -> String {
         (true, true) => "closed and ordered".to_string(),
         _ => format!("NOT WHOLE ({})", walk.problems.join("; ")),
     };
-    format!("ring: {} members on {} processes, {state}", walk.members.len(), walk.processes)
+    format!(
+        "ring: {} members on {} processes, {state}",
+        walk.members.len(),
+        walk.processes
+    )
 }
 
 async fn local_ring(
@@ -301,7 +348,8 @@ async fn local_ring(
     }
     let root = data_dir.unwrap_or_else(|| data_home().join("local"));
     if fresh && root.exists() {
-        std::fs::remove_dir_all(&root).with_context(|| format!("cannot empty {}", root.display()))?;
+        std::fs::remove_dir_all(&root)
+            .with_context(|| format!("cannot empty {}", root.display()))?;
     }
     let exe = std::env::current_exe().context("cannot find the chordal executable")?;
     let bootstrap = format!("127.0.0.1:{base_port}");
@@ -322,22 +370,34 @@ async fn local_ring(
         if verbose > 0 {
             command.arg(format!("-{}", "v".repeat(verbose as usize)));
         }
-        let child = command.spawn().with_context(|| format!("cannot start node on port {port}"))?;
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start node on port {port}"))?;
         children.push((format!("127.0.0.1:{port}"), child));
         if index == 0 {
             // Let the bootstrap node start its ring before the others knock.
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
-    println!("local ring of {nodes} nodes ({vnodes} virtual nodes each), data in {}:", root.display());
+    println!(
+        "local ring of {nodes} nodes ({vnodes} virtual nodes each), data in {}:",
+        root.display()
+    );
     for (addr, child) in &children {
         println!("  {addr}  (pid {})", child.id().unwrap_or_default());
     }
     println!("try: chordal ring --via {bootstrap}");
-    println!("     chordal lookup hello --via 127.0.0.1:{}", base_port + nodes - 1);
+    println!(
+        "     chordal lookup hello --via 127.0.0.1:{}",
+        base_port + nodes - 1
+    );
     println!("Ctrl-C stops every node.");
 
-    let mut ticker = tokio::time::interval(if watch.is_zero() { Duration::from_secs(3600) } else { watch });
+    let mut ticker = tokio::time::interval(if watch.is_zero() {
+        Duration::from_secs(3600)
+    } else {
+        watch
+    });
     ticker.tick().await;
     loop {
         tokio::select! {
@@ -359,7 +419,10 @@ async fn local_ring(
     println!("stopping {} nodes", children.len());
     for (_, child) in &children {
         if let Some(pid) = child.id() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
     }
     for (addr, mut child) in children {

@@ -61,7 +61,10 @@ pub async fn walk_ring(via: &str, timeout: Duration, limit: usize) -> Result<Rin
             break;
         }
         if seen.contains(&next.id) {
-            problems.push(format!("the walk loops back to {next} without returning to {}", start.me));
+            problems.push(format!(
+                "the walk loops back to {next} without returning to {}",
+                start.me
+            ));
             break;
         }
         if !processes.contains_key(&next.addr) {
@@ -70,15 +73,25 @@ pub async fn walk_ring(via: &str, timeout: Duration, limit: usize) -> Result<Rin
                     processes.insert(next.addr.clone(), info);
                 }
                 Err(e) => {
-                    problems.push(format!("{} names successor {next}, which cannot be reached: {e}", current.me));
+                    problems.push(format!(
+                        "{} names successor {next}, which cannot be reached: {e}",
+                        current.me
+                    ));
                     break;
                 }
             }
         }
-        match processes[&next.addr].members.iter().find(|m| m.me.id == next.id) {
+        match processes[&next.addr]
+            .members
+            .iter()
+            .find(|m| m.me.id == next.id)
+        {
             Some(member) if member.joined => current = member.clone(),
             _ => {
-                problems.push(format!("{} names successor {next}, which is not a member there", current.me));
+                problems.push(format!(
+                    "{} names successor {next}, which is not a member there",
+                    current.me
+                ));
                 break;
             }
         }
@@ -97,12 +110,29 @@ pub async fn walk_ring(via: &str, timeout: Duration, limit: usize) -> Result<Rin
         .sum();
     let ordered = closed && laps == 1u128 << 64;
     if closed && !ordered {
-        problems.push("the successors go round the circle more than once: the ring is not ordered".into());
+        problems.push(
+            "the successors go round the circle more than once: the ring is not ordered".into(),
+        );
     }
-    let lowest = members.iter().enumerate().min_by_key(|(_, m)| m.me.id).map(|(i, _)| i).unwrap_or(0);
+    let lowest = members
+        .iter()
+        .enumerate()
+        .min_by_key(|(_, m)| m.me.id)
+        .map(|(i, _)| i)
+        .unwrap_or(0);
     members.rotate_left(lowest);
-    let process_count = members.iter().map(|m| m.me.addr.as_str()).collect::<HashSet<_>>().len();
-    Ok(RingWalk { members, processes: process_count, closed, ordered, problems })
+    let process_count = members
+        .iter()
+        .map(|m| m.me.addr.as_str())
+        .collect::<HashSet<_>>()
+        .len();
+    Ok(RingWalk {
+        members,
+        processes: process_count,
+        closed,
+        ordered,
+        problems,
+    })
 }
 
 async fn describe(addr: &str, timeout: Duration) -> Result<ProcessInfo> {

@@ -41,7 +41,9 @@ impl Id {
     }
 
     fn from_hash(hash: blake3::Hash) -> Id {
-        let bytes: [u8; 8] = hash.as_bytes()[..8].try_into().expect("blake3 gives 32 bytes");
+        let bytes: [u8; 8] = hash.as_bytes()[..8]
+            .try_into()
+            .expect("blake3 gives 32 bytes");
         Id(u64::from_be_bytes(bytes))
     }
 
@@ -146,7 +148,10 @@ mod tests {
         let a = Id(7);
         let b = Id(8);
         for x in [Id(6), Id(7), Id(8), Id(9), Id(0), Id(u64::MAX)] {
-            assert!(!between_open(a, x, b), "{x:?} is not strictly between 7 and 8");
+            assert!(
+                !between_open(a, x, b),
+                "{x:?} is not strictly between 7 and 8"
+            );
         }
         assert!(between_open_closed(a, b, b));
     }
@@ -162,8 +167,14 @@ mod tests {
     fn hashes_are_stable() {
         // A change of hashing would move every key in every deployed ring.
         assert_eq!(Id::of_key(b""), Id(0xaf1349b9f5f9a1a6));
-        assert_ne!(Id::of_vnode("127.0.0.1:10001", 0), Id::of_vnode("127.0.0.1:10001", 1));
-        assert_ne!(Id::of_vnode("127.0.0.1:1000", 11), Id::of_vnode("127.0.0.1:10001", 1));
+        assert_ne!(
+            Id::of_vnode("127.0.0.1:10001", 0),
+            Id::of_vnode("127.0.0.1:10001", 1)
+        );
+        assert_ne!(
+            Id::of_vnode("127.0.0.1:1000", 11),
+            Id::of_vnode("127.0.0.1:10001", 1)
+        );
     }
 
     proptest! {

@@ -20,7 +20,9 @@
 
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::ring::{self, Action, Host, Input, LookupError, LookupOutcome, Notice, Request, Response};
+use crate::ring::{
+    self, Action, Host, Input, LookupError, LookupOutcome, Notice, Request, Response,
+};
 use crate::rpc::{self, ApiService, MemberInfo, NodeApi, Pool, ProcessInfo, RingService};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -54,12 +56,17 @@ impl NodeConfig {
     /// Checks the configuration before anything starts.
     pub fn validate(&self) -> Result<()> {
         let invalid = |message: String| Err(Error::Config(message));
-        rpc::validate_addr(&self.advertise).map_err(|e| Error::Config(format!("--advertise: {e}")))?;
+        rpc::validate_addr(&self.advertise)
+            .map_err(|e| Error::Config(format!("--advertise: {e}")))?;
         for seed in &self.bootstrap {
-            rpc::validate_addr(seed).map_err(|e| Error::Config(format!("--bootstrap {seed}: {e}")))?;
+            rpc::validate_addr(seed)
+                .map_err(|e| Error::Config(format!("--bootstrap {seed}: {e}")))?;
         }
         if self.vnodes == 0 || self.vnodes > 256 {
-            return invalid(format!("--vnodes must be between 1 and 256, not {}", self.vnodes));
+            return invalid(format!(
+                "--vnodes must be between 1 and 256, not {}",
+                self.vnodes
+            ));
         }
         if self.ring.successors < 2 || self.ring.successors > rpc::MAX_MEMBER_LIST {
             return invalid(format!(
@@ -83,8 +90,12 @@ const PEERS_FILE: &str = "peers";
 /// The ids of this node's virtual nodes: read from the data directory, or
 /// derived from the advertised address and written there on first start.
 pub fn load_or_create_identity(data_dir: &Path, advertise: &str, vnodes: u32) -> Result<Vec<Id>> {
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| Error::Config(format!("cannot create data directory {}: {e}", data_dir.display())))?;
+    std::fs::create_dir_all(data_dir).map_err(|e| {
+        Error::Config(format!(
+            "cannot create data directory {}: {e}",
+            data_dir.display()
+        ))
+    })?;
     let path = data_dir.join(IDENTITY_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
@@ -107,8 +118,12 @@ pub fn load_or_create_identity(data_dir: &Path, advertise: &str, vnodes: u32) ->
             Ok(ids)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let ids: Vec<Id> = (0..vnodes).map(|index| Id::of_vnode(advertise, index)).collect();
-            let mut text = String::from("# chordal node identity: the ring ids of this node's virtual nodes\n");
+            let ids: Vec<Id> = (0..vnodes)
+                .map(|index| Id::of_vnode(advertise, index))
+                .collect();
+            let mut text = String::from(
+                "# chordal node identity: the ring ids of this node's virtual nodes\n",
+            );
             text.push_str(&format!("advertise {advertise}\n"));
             for (index, id) in ids.iter().enumerate() {
                 text.push_str(&format!("vnode {index} {id}\n"));
@@ -116,14 +131,21 @@ pub fn load_or_create_identity(data_dir: &Path, advertise: &str, vnodes: u32) ->
             write_atomically(&path, &text)?;
             Ok(ids)
         }
-        Err(e) => Err(Error::Config(format!("cannot read {}: {e}", path.display()))),
+        Err(e) => Err(Error::Config(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
     }
 }
 
 fn parse_identity(text: &str) -> std::result::Result<(String, Vec<Id>), String> {
     let mut advertise = None;
     let mut ids = Vec::new();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["advertise", addr] => advertise = Some(addr.to_string()),
@@ -172,9 +194,18 @@ fn write_atomically(path: &Path, text: &str) -> Result<()> {
 // ----- the owner task's interface -------------------------------------------
 
 enum Command {
-    Request { member: Option<Id>, request: Request, reply: oneshot::Sender<Response> },
-    Lookup { target: Id, reply: oneshot::Sender<Result<LookupOutcome, LookupError>> },
-    Describe { reply: oneshot::Sender<ProcessInfo> },
+    Request {
+        member: Option<Id>,
+        request: Request,
+        reply: oneshot::Sender<Response>,
+    },
+    Lookup {
+        target: Id,
+        reply: oneshot::Sender<Result<LookupOutcome, LookupError>>,
+    },
+    Describe {
+        reply: oneshot::Sender<ProcessInfo>,
+    },
     Answer(Input),
 }
 
@@ -188,7 +219,10 @@ impl NodeHandle {
     async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
         let (reply, answer) = oneshot::channel();
         let stopped = || Error::Unavailable("this node is shutting down".into());
-        self.commands.send(command(reply)).await.map_err(|_| stopped())?;
+        self.commands
+            .send(command(reply))
+            .await
+            .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())
     }
 }
@@ -197,7 +231,12 @@ impl NodeHandle {
 impl NodeApi for NodeHandle {
     async fn request(&self, member: Option<Id>, request: Request) -> Result<Response> {
         tracing::trace!(?member, ?request, "request in");
-        self.ask(|reply| Command::Request { member, request, reply }).await
+        self.ask(|reply| Command::Request {
+            member,
+            request,
+            reply,
+        })
+        .await
     }
 
     async fn lookup(&self, target: Id) -> Result<LookupOutcome> {
@@ -215,7 +254,11 @@ impl NodeApi for NodeHandle {
 
 /// Runs a node on `listener` until `shutdown` completes, then leaves the ring
 /// gracefully and returns.
-pub async fn run(config: NodeConfig, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<()> {
+pub async fn run(
+    config: NodeConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     config.validate()?;
     let ids = load_or_create_identity(&config.data_dir, &config.advertise, config.vnodes)?;
     let mut seeds = config.bootstrap.clone();
@@ -227,7 +270,9 @@ pub async fn run(config: NodeConfig, listener: TcpListener, shutdown: impl Futur
     let host = Host::new(config.advertise.clone(), &ids, &seeds, config.ring.clone());
 
     let (commands, inbox) = mpsc::channel(4096);
-    let handle = NodeHandle { commands: commands.clone() };
+    let handle = NodeHandle {
+        commands: commands.clone(),
+    };
     let (health, health_service) = tonic_health::server::health_reporter();
     let (stop_serving, serving_stopped) = oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
@@ -255,7 +300,9 @@ pub async fn run(config: NodeConfig, listener: TcpListener, shutdown: impl Futur
     };
     owner.run(inbox, shutdown).await;
     stop_serving.send(()).ok();
-    server.await.map_err(|e| Error::Unavailable(format!("server task failed: {e}")))??;
+    server
+        .await
+        .map_err(|e| Error::Unavailable(format!("server task failed: {e}")))??;
     Ok(())
 }
 
@@ -318,7 +365,11 @@ impl Owner {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Request { member, request, reply } => {
+            Command::Request {
+                member,
+                request,
+                reply,
+            } => {
                 let response = self.host.handle_request(member, request);
                 reply.send(response).ok();
             }
@@ -363,7 +414,10 @@ impl Owner {
                     let commands = self.commands.clone();
                     tokio::spawn(async move {
                         let input = match pool.call(&outgoing).await {
-                            Ok(response) => Input::Reply { id: outgoing.id, response },
+                            Ok(response) => Input::Reply {
+                                id: outgoing.id,
+                                response,
+                            },
                             Err(status) => {
                                 tracing::debug!(to = %outgoing.to, "request failed: {}", status.message());
                                 Input::Failed { id: outgoing.id }
@@ -387,12 +441,21 @@ impl Owner {
         let first_member = self.host.members().first().map(|m| m.id());
         match notice {
             Notice::Created { member } => tracing::info!(%member, "started a new ring"),
-            Notice::Joined { member, successor } => tracing::info!(%member, %successor, "joined the ring"),
-            Notice::JoinFailed { member, error, retry_in_ticks } => {
+            Notice::Joined { member, successor } => {
+                tracing::info!(%member, %successor, "joined the ring")
+            }
+            Notice::JoinFailed {
+                member,
+                error,
+                retry_in_ticks,
+            } => {
                 let wait = self.config.stabilize_interval * retry_in_ticks;
                 // One line per attempt, not one per virtual node.
                 if Some(member) == first_member {
-                    tracing::warn!("cannot join the ring: {error}; retrying in {}", humantime::format_duration(wait));
+                    tracing::warn!(
+                        "cannot join the ring: {error}; retrying in {}",
+                        humantime::format_duration(wait)
+                    );
                 } else {
                     tracing::debug!(%member, "cannot join the ring: {error}");
                 }
@@ -403,7 +466,9 @@ impl Owner {
             Notice::PredecessorChanged { member, from, to } => {
                 tracing::debug!(%member, from = ?from, to = ?to, "predecessor changed")
             }
-            Notice::SuccessorDead { member, dead } => tracing::info!(%member, %dead, "successor presumed dead"),
+            Notice::SuccessorDead { member, dead } => {
+                tracing::info!(%member, %dead, "successor presumed dead")
+            }
             Notice::Orphaned { member } => {
                 tracing::warn!(%member, "every known successor is dead; rejoining through the bootstrap nodes")
             }
@@ -418,8 +483,14 @@ impl Owner {
             if joined == self.serving.contains(&member.id()) {
                 continue;
             }
-            let status = if joined { ServingStatus::Serving } else { ServingStatus::NotServing };
-            self.health.set_service_status(rpc::member_health_name(member.id()), status).await;
+            let status = if joined {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            self.health
+                .set_service_status(rpc::member_health_name(member.id()), status)
+                .await;
             if joined {
                 self.serving.insert(member.id());
             } else {
@@ -435,7 +506,10 @@ impl Owner {
         }
         match save_peers(&self.config.data_dir, &peers) {
             Ok(()) => self.saved_peers = peers,
-            Err(e) => tracing::warn!("cannot save known peers in {}: {e}", self.config.data_dir.display()),
+            Err(e) => tracing::warn!(
+                "cannot save known peers in {}: {e}",
+                self.config.data_dir.display()
+            ),
         }
     }
 }
@@ -460,7 +534,11 @@ mod tests {
     #[test]
     fn a_damaged_identity_is_reported_not_replaced() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(IDENTITY_FILE), "advertise a:1\nvnode 0 nothex\n").unwrap();
+        std::fs::write(
+            dir.path().join(IDENTITY_FILE),
+            "advertise a:1\nvnode 0 nothex\n",
+        )
+        .unwrap();
         let error = load_or_create_identity(dir.path(), "a:1", 1).unwrap_err();
         assert!(error.to_string().contains("damaged"), "{error}");
     }

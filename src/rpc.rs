@@ -58,13 +58,18 @@ pub fn validate_addr(addr: &str) -> Result<(), String> {
     }
     let (host, port) = addr.rsplit_once(':').ok_or("address must be host:port")?;
     if host.is_empty() || port.parse::<u16>().is_err() {
-        return Err(format!("address {addr:?} must be host:port with a numeric port"));
+        return Err(format!(
+            "address {addr:?} must be host:port with a numeric port"
+        ));
     }
     Ok(())
 }
 
 fn member_to_pb(node: &NodeRef) -> pb::Member {
-    pb::Member { id: node.id.0, addr: node.addr.clone() }
+    pb::Member {
+        id: node.id.0,
+        addr: node.addr.clone(),
+    }
 }
 
 fn member_from_pb(member: Option<pb::Member>, field: &str) -> Result<NodeRef, Status> {
@@ -75,9 +80,14 @@ fn member_from_pb(member: Option<pb::Member>, field: &str) -> Result<NodeRef, St
 
 fn members_from_pb(members: Vec<pb::Member>, field: &str) -> Result<Vec<NodeRef>, Status> {
     if members.len() > MAX_MEMBER_LIST {
-        return Err(Status::invalid_argument(format!("{field} has more than {MAX_MEMBER_LIST} entries")));
+        return Err(Status::invalid_argument(format!(
+            "{field} has more than {MAX_MEMBER_LIST} entries"
+        )));
     }
-    members.into_iter().map(|m| member_from_pb(Some(m), field)).collect()
+    members
+        .into_iter()
+        .map(|m| member_from_pb(Some(m), field))
+        .collect()
 }
 
 fn members_to_pb(members: &[NodeRef]) -> Vec<pb::Member> {
@@ -87,14 +97,21 @@ fn members_to_pb(members: &[NodeRef]) -> Vec<pb::Member> {
 fn find_reply(response: Response) -> pb::FindStepReply {
     use pb::find_step_reply::Answer;
     let answer = match response {
-        Response::Found { predecessor, successors } => Answer::Found(pb::Found {
+        Response::Found {
+            predecessor,
+            successors,
+        } => Answer::Found(pb::Found {
             predecessor: Some(member_to_pb(&predecessor)),
             successors: members_to_pb(&successors),
         }),
-        Response::Closer { candidates } => Answer::Closer(pb::Closer { candidates: members_to_pb(&candidates) }),
+        Response::Closer { candidates } => Answer::Closer(pb::Closer {
+            candidates: members_to_pb(&candidates),
+        }),
         _ => Answer::NotMember(pb::NotMember {}),
     };
-    pb::FindStepReply { answer: Some(answer) }
+    pb::FindStepReply {
+        answer: Some(answer),
+    }
 }
 
 fn find_reply_from_pb(reply: pb::FindStepReply) -> Result<Response, Status> {
@@ -105,11 +122,14 @@ fn find_reply_from_pb(reply: pb::FindStepReply) -> Result<Response, Status> {
             if successors.is_empty() {
                 return Err(Status::invalid_argument("found without successors"));
             }
-            Ok(Response::Found { predecessor: member_from_pb(found.predecessor, "predecessor")?, successors })
+            Ok(Response::Found {
+                predecessor: member_from_pb(found.predecessor, "predecessor")?,
+                successors,
+            })
         }
-        Some(Answer::Closer(closer)) => {
-            Ok(Response::Closer { candidates: members_from_pb(closer.candidates, "candidates")? })
-        }
+        Some(Answer::Closer(closer)) => Ok(Response::Closer {
+            candidates: members_from_pb(closer.candidates, "candidates")?,
+        }),
         Some(Answer::NotMember(_)) => Ok(Response::NotMember),
         None => Err(Status::invalid_argument("empty find-step answer")),
     }
@@ -118,21 +138,29 @@ fn find_reply_from_pb(reply: pb::FindStepReply) -> Result<Response, Status> {
 fn state_reply(response: Response) -> pb::StateReply {
     use pb::state_reply::Answer;
     let answer = match response {
-        Response::State { predecessor, successors } => Answer::State(pb::State {
+        Response::State {
+            predecessor,
+            successors,
+        } => Answer::State(pb::State {
             predecessor: predecessor.as_ref().map(member_to_pb),
             successors: members_to_pb(&successors),
         }),
         Response::Pending => Answer::Pending(pb::Pending {}),
         _ => Answer::NotMember(pb::NotMember {}),
     };
-    pb::StateReply { answer: Some(answer) }
+    pb::StateReply {
+        answer: Some(answer),
+    }
 }
 
 fn state_reply_from_pb(reply: pb::StateReply) -> Result<Response, Status> {
     use pb::state_reply::Answer;
     match reply.answer {
         Some(Answer::State(state)) => Ok(Response::State {
-            predecessor: state.predecessor.map(|p| member_from_pb(Some(p), "predecessor")).transpose()?,
+            predecessor: state
+                .predecessor
+                .map(|p| member_from_pb(Some(p), "predecessor"))
+                .transpose()?,
             successors: members_from_pb(state.successors, "successors")?,
         }),
         Some(Answer::Pending(_)) => Ok(Response::Pending),
@@ -142,7 +170,9 @@ fn state_reply_from_pb(reply: pb::StateReply) -> Result<Response, Status> {
 }
 
 fn ack(response: Response) -> pb::Ack {
-    pb::Ack { member_known: response == Response::Ack }
+    pb::Ack {
+        member_known: response == Response::Ack,
+    }
 }
 
 fn ack_from_pb(ack: pb::Ack) -> Response {
@@ -176,7 +206,8 @@ pub struct ProcessInfo {
 /// owner of the protocol state and wait for its answer.
 #[tonic::async_trait]
 pub trait NodeApi: Send + Sync + 'static {
-    async fn request(&self, member: Option<Id>, request: Request) -> Result<Response, crate::Error>;
+    async fn request(&self, member: Option<Id>, request: Request)
+        -> Result<Response, crate::Error>;
     async fn lookup(&self, target: Id) -> Result<LookupOutcome, crate::Error>;
     async fn describe(&self) -> Result<ProcessInfo, crate::Error>;
 }
@@ -188,7 +219,8 @@ pub struct RingService<N> {
 
 impl<N: NodeApi> RingService<N> {
     pub fn server(node: N) -> pb::ring_server::RingServer<RingService<N>> {
-        pb::ring_server::RingServer::new(RingService { node }).max_decoding_message_size(MAX_RING_MESSAGE)
+        pb::ring_server::RingServer::new(RingService { node })
+            .max_decoding_message_size(MAX_RING_MESSAGE)
     }
 }
 
@@ -199,7 +231,10 @@ impl<N: NodeApi> pb::ring_server::Ring for RingService<N> {
         request: tonic::Request<pb::FindStepRequest>,
     ) -> Result<tonic::Response<pb::FindStepReply>, Status> {
         let target = Id(request.into_inner().target);
-        let response = self.node.request(None, Request::FindStep { target }).await?;
+        let response = self
+            .node
+            .request(None, Request::FindStep { target })
+            .await?;
         Ok(tonic::Response::new(find_reply(response)))
     }
 
@@ -212,17 +247,29 @@ impl<N: NodeApi> pb::ring_server::Ring for RingService<N> {
         Ok(tonic::Response::new(state_reply(response)))
     }
 
-    async fn notify(&self, request: tonic::Request<pb::NotifyRequest>) -> Result<tonic::Response<pb::Ack>, Status> {
+    async fn notify(
+        &self,
+        request: tonic::Request<pb::NotifyRequest>,
+    ) -> Result<tonic::Response<pb::Ack>, Status> {
         let request = request.into_inner();
         let from = member_from_pb(request.from, "from")?;
-        let response = self.node.request(Some(Id(request.member)), Request::Notify { from }).await?;
+        let response = self
+            .node
+            .request(Some(Id(request.member)), Request::Notify { from })
+            .await?;
         Ok(tonic::Response::new(ack(response)))
     }
 
-    async fn leaving(&self, request: tonic::Request<pb::LeavingRequest>) -> Result<tonic::Response<pb::Ack>, Status> {
+    async fn leaving(
+        &self,
+        request: tonic::Request<pb::LeavingRequest>,
+    ) -> Result<tonic::Response<pb::Ack>, Status> {
         let request = request.into_inner();
         let leaving = member_from_pb(request.leaving, "leaving")?;
-        let response = self.node.request(Some(Id(request.member)), Request::Leaving { leaving }).await?;
+        let response = self
+            .node
+            .request(Some(Id(request.member)), Request::Leaving { leaving })
+            .await?;
         Ok(tonic::Response::new(ack(response)))
     }
 }
@@ -234,13 +281,17 @@ pub struct ApiService<N> {
 
 impl<N: NodeApi> ApiService<N> {
     pub fn server(node: N) -> pb::api_server::ApiServer<ApiService<N>> {
-        pb::api_server::ApiServer::new(ApiService { node }).max_decoding_message_size(MAX_KEY_LEN + 1024)
+        pb::api_server::ApiServer::new(ApiService { node })
+            .max_decoding_message_size(MAX_KEY_LEN + 1024)
     }
 }
 
 #[tonic::async_trait]
 impl<N: NodeApi> pb::api_server::Api for ApiService<N> {
-    async fn lookup(&self, request: tonic::Request<pb::LookupRequest>) -> Result<tonic::Response<pb::LookupReply>, Status> {
+    async fn lookup(
+        &self,
+        request: tonic::Request<pb::LookupRequest>,
+    ) -> Result<tonic::Response<pb::LookupReply>, Status> {
         let key = request.into_inner().key;
         validate_key(&key)?;
         let outcome = self.node.lookup(Id::of_key(&key)).await?;
@@ -300,13 +351,19 @@ fn describe_from_pb(reply: pb::DescribeReply) -> Result<ProcessInfo, Status> {
             Ok(MemberInfo {
                 me: member_from_pb(m.member, "member")?,
                 joined: m.joined,
-                predecessor: m.predecessor.map(|p| member_from_pb(Some(p), "predecessor")).transpose()?,
+                predecessor: m
+                    .predecessor
+                    .map(|p| member_from_pb(Some(p), "predecessor"))
+                    .transpose()?,
                 successors: members_from_pb(m.successors, "successors")?,
                 fingers: members_from_pb(m.fingers, "fingers")?,
             })
         })
         .collect::<Result<_, Status>>()?;
-    Ok(ProcessInfo { addr: reply.addr, members })
+    Ok(ProcessInfo {
+        addr: reply.addr,
+        members,
+    })
 }
 
 // ----- outbound ---------------------------------------------------------------
@@ -320,7 +377,10 @@ pub struct Pool {
 impl Pool {
     /// `timeout` bounds connecting and every call.
     pub fn new(timeout: Duration) -> Pool {
-        Pool { channels: Mutex::new(HashMap::new()), timeout }
+        Pool {
+            channels: Mutex::new(HashMap::new()),
+            timeout,
+        }
     }
 
     pub fn timeout(&self) -> Duration {
@@ -356,7 +416,10 @@ impl Pool {
         let result = tokio::time::timeout(self.timeout, self.call_inner(outgoing)).await;
         let result = result.unwrap_or_else(|_| Err(Status::deadline_exceeded("no answer in time")));
         if let Err(status) = &result {
-            if matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded) {
+            if matches!(
+                status.code(),
+                tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded
+            ) {
                 self.evict(&outgoing.to);
             }
         }
@@ -369,27 +432,51 @@ impl Pool {
         match &outgoing.request {
             Request::Ping => {
                 let service = member_health_name(member);
-                match HealthClient::new(channel).check(HealthCheckRequest { service }).await {
-                    Ok(reply) if reply.get_ref().status == ServingStatus::Serving as i32 => Ok(Response::Pong),
+                match HealthClient::new(channel)
+                    .check(HealthCheckRequest { service })
+                    .await
+                {
+                    Ok(reply) if reply.get_ref().status == ServingStatus::Serving as i32 => {
+                        Ok(Response::Pong)
+                    }
                     Ok(_) => Ok(Response::NotMember),
-                    Err(status) if status.code() == tonic::Code::NotFound => Ok(Response::NotMember),
+                    Err(status) if status.code() == tonic::Code::NotFound => {
+                        Ok(Response::NotMember)
+                    }
                     Err(status) => Err(status),
                 }
             }
             Request::GetState => {
-                let reply = RingClient::new(channel).get_state(pb::MemberRequest { member: member.0 }).await?;
+                let reply = RingClient::new(channel)
+                    .get_state(pb::MemberRequest { member: member.0 })
+                    .await?;
                 state_reply_from_pb(reply.into_inner())
             }
             Request::Notify { from } => {
-                let request = pb::NotifyRequest { member: member.0, from: Some(member_to_pb(from)) };
-                Ok(ack_from_pb(RingClient::new(channel).notify(request).await?.into_inner()))
+                let request = pb::NotifyRequest {
+                    member: member.0,
+                    from: Some(member_to_pb(from)),
+                };
+                Ok(ack_from_pb(
+                    RingClient::new(channel).notify(request).await?.into_inner(),
+                ))
             }
             Request::Leaving { leaving } => {
-                let request = pb::LeavingRequest { member: member.0, leaving: Some(member_to_pb(leaving)) };
-                Ok(ack_from_pb(RingClient::new(channel).leaving(request).await?.into_inner()))
+                let request = pb::LeavingRequest {
+                    member: member.0,
+                    leaving: Some(member_to_pb(leaving)),
+                };
+                Ok(ack_from_pb(
+                    RingClient::new(channel)
+                        .leaving(request)
+                        .await?
+                        .into_inner(),
+                ))
             }
             Request::FindStep { target } => {
-                let reply = RingClient::new(channel).find_step(pb::FindStepRequest { target: target.0 }).await?;
+                let reply = RingClient::new(channel)
+                    .find_step(pb::FindStepRequest { target: target.0 })
+                    .await?;
                 find_reply_from_pb(reply.into_inner())
             }
         }
@@ -424,11 +511,17 @@ impl ApiConn {
             .connect()
             .await
             .map_err(|e| crate::Error::Unavailable(format!("cannot connect to {addr}: {e}")))?;
-        Ok(ApiConn { client: ApiClient::new(channel) })
+        Ok(ApiConn {
+            client: ApiClient::new(channel),
+        })
     }
 
     pub async fn lookup(&mut self, key: &[u8]) -> crate::Result<LookupAnswer> {
-        let reply = self.client.lookup(pb::LookupRequest { key: key.to_vec() }).await?.into_inner();
+        let reply = self
+            .client
+            .lookup(pb::LookupRequest { key: key.to_vec() })
+            .await?
+            .into_inner();
         Ok(LookupAnswer {
             key_id: Id(reply.key_id),
             owner: member_from_pb(reply.owner, "owner")?,
@@ -438,7 +531,11 @@ impl ApiConn {
     }
 
     pub async fn describe(&mut self) -> crate::Result<ProcessInfo> {
-        let reply = self.client.describe(pb::DescribeRequest {}).await?.into_inner();
+        let reply = self
+            .client
+            .describe(pb::DescribeRequest {})
+            .await?
+            .into_inner();
         Ok(describe_from_pb(reply)?)
     }
 }
@@ -452,7 +549,15 @@ mod tests {
         assert!(validate_addr("127.0.0.1:10001").is_ok());
         assert!(validate_addr("node-1:10001").is_ok());
         assert!(validate_addr("[::1]:10001").is_ok());
-        for bad in ["", "127.0.0.1", "127.0.0.1:", ":10001", "a b:1", "host:99999", "host:port"] {
+        for bad in [
+            "",
+            "127.0.0.1",
+            "127.0.0.1:",
+            ":10001",
+            "a b:1",
+            "host:99999",
+            "host:port",
+        ] {
             assert!(validate_addr(bad).is_err(), "{bad:?} accepted");
         }
         assert!(validate_addr(&format!("{}:1", "h".repeat(300))).is_err());
@@ -460,18 +565,32 @@ mod tests {
 
     #[test]
     fn an_oversized_member_list_is_rejected() {
-        let many = vec![pb::Member { id: 1, addr: "a:1".into() }; MAX_MEMBER_LIST + 1];
+        let many = vec![
+            pb::Member {
+                id: 1,
+                addr: "a:1".into()
+            };
+            MAX_MEMBER_LIST + 1
+        ];
         let reply = pb::FindStepReply {
-            answer: Some(pb::find_step_reply::Answer::Closer(pb::Closer { candidates: many })),
+            answer: Some(pb::find_step_reply::Answer::Closer(pb::Closer {
+                candidates: many,
+            })),
         };
-        assert_eq!(find_reply_from_pb(reply).unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            find_reply_from_pb(reply).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
     }
 
     #[test]
     fn a_found_without_successors_is_rejected() {
         let reply = pb::FindStepReply {
             answer: Some(pb::find_step_reply::Answer::Found(pb::Found {
-                predecessor: Some(pb::Member { id: 1, addr: "a:1".into() }),
+                predecessor: Some(pb::Member {
+                    id: 1,
+                    addr: "a:1".into(),
+                }),
                 successors: vec![],
             })),
         };
@@ -484,10 +603,22 @@ mod tests {
             predecessor: NodeRef::new(Id(1), "a:1"),
             successors: vec![NodeRef::new(Id(2), "b:2"), NodeRef::new(Id(3), "c:3")],
         };
-        assert_eq!(find_reply_from_pb(find_reply(found.clone())).unwrap(), found);
-        let state = Response::State { predecessor: None, successors: vec![NodeRef::new(Id(9), "z:9")] };
-        assert_eq!(state_reply_from_pb(state_reply(state.clone())).unwrap(), state);
-        assert_eq!(state_reply_from_pb(state_reply(Response::Pending)).unwrap(), Response::Pending);
+        assert_eq!(
+            find_reply_from_pb(find_reply(found.clone())).unwrap(),
+            found
+        );
+        let state = Response::State {
+            predecessor: None,
+            successors: vec![NodeRef::new(Id(9), "z:9")],
+        };
+        assert_eq!(
+            state_reply_from_pb(state_reply(state.clone())).unwrap(),
+            state
+        );
+        assert_eq!(
+            state_reply_from_pb(state_reply(Response::Pending)).unwrap(),
+            Response::Pending
+        );
     }
 
     #[test]

@@ -13,7 +13,11 @@ const CHORDAL: &str = env!("CARGO_BIN_EXE_chordal");
 const SETTLE: Duration = Duration::from_secs(60);
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A node process, killed when dropped.
@@ -27,16 +31,37 @@ struct Node {
 impl Node {
     fn start(port: u16, bootstrap: &str, data_dir: &Path, vnodes: u32) -> Node {
         let child = Command::new(CHORDAL)
-            .args(["--port", &port.to_string(), "--bootstrap", bootstrap, "--vnodes", &vnodes.to_string()])
-            .args(["--stabilize-interval", "200ms", "--fix-fingers-interval", "100ms", "--rpc-timeout", "500ms"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bootstrap",
+                bootstrap,
+                "--vnodes",
+                &vnodes.to_string(),
+            ])
+            .args([
+                "--stabilize-interval",
+                "200ms",
+                "--fix-fingers-interval",
+                "100ms",
+                "--rpc-timeout",
+                "500ms",
+            ])
             .arg("--data-dir")
             .arg(data_dir)
             .arg("-vv")
             .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(data_dir.with_extension("log")).unwrap()))
+            .stderr(Stdio::from(
+                std::fs::File::create(data_dir.with_extension("log")).unwrap(),
+            ))
             .spawn()
             .expect("chordal starts");
-        Node { addr: format!("127.0.0.1:{port}"), port, data_dir: data_dir.to_path_buf(), child: Some(child) }
+        Node {
+            addr: format!("127.0.0.1:{port}"),
+            port,
+            data_dir: data_dir.to_path_buf(),
+            child: Some(child),
+        }
     }
 
     fn kill_9(&mut self) {
@@ -47,13 +72,20 @@ impl Node {
 
     fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
-        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "{} did not exit after SIGTERM", self.addr);
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit after SIGTERM",
+                self.addr
+            );
             sleep(Duration::from_millis(50));
         }
     }
@@ -73,7 +105,10 @@ impl Drop for Node {
 }
 
 fn chordal(args: &[&str]) -> Output {
-    Command::new(CHORDAL).args(args).output().expect("chordal runs")
+    Command::new(CHORDAL)
+        .args(args)
+        .output()
+        .expect("chordal runs")
 }
 
 /// What `chordal ring --via ADDR` showed.
@@ -91,7 +126,11 @@ impl RingView {
     }
 
     fn ids_of(&self, addr: &str) -> BTreeSet<String> {
-        self.members.iter().filter(|(_, a)| a == addr).map(|(id, _)| id.clone()).collect()
+        self.members
+            .iter()
+            .filter(|(_, a)| a == addr)
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 }
 
@@ -104,11 +143,16 @@ fn ring_via(addr: &str) -> RingView {
             let mut words = line.split_whitespace();
             let id = words.next()?;
             let addr = words.next()?;
-            (id.len() == 16 && id.chars().all(|c| c.is_ascii_hexdigit())).then(|| (id.to_string(), addr.to_string()))
+            (id.len() == 16 && id.chars().all(|c| c.is_ascii_hexdigit()))
+                .then(|| (id.to_string(), addr.to_string()))
         })
         .collect();
     let summary = stdout.lines().last().unwrap_or_default().to_string();
-    RingView { whole: output.status.success(), summary, members }
+    RingView {
+        whole: output.status.success(),
+        summary,
+        members,
+    }
 }
 
 /// Waits until the ring seen from every one of `nodes` is whole and holds
@@ -118,15 +162,22 @@ fn wait_for_ring(nodes: &[&Node], vnodes: usize) -> RingView {
     let deadline = Instant::now() + SETTLE;
     loop {
         let views: Vec<RingView> = nodes.iter().map(|n| ring_via(&n.addr)).collect();
-        let good = views
-            .iter()
-            .all(|v| v.whole && v.processes() == expected && v.members.len() == expected.len() * vnodes);
+        let good = views.iter().all(|v| {
+            v.whole && v.processes() == expected && v.members.len() == expected.len() * vnodes
+        });
         if good {
             return views.into_iter().next().unwrap();
         }
         if Instant::now() > deadline {
-            let logs: Vec<String> = nodes.iter().map(|n| format!("--- {}\n{}", n.addr, tail(&n.log()))).collect();
-            panic!("ring did not settle: {:#?}\n{}", views.iter().map(|v| &v.summary).collect::<Vec<_>>(), logs.join("\n"));
+            let logs: Vec<String> = nodes
+                .iter()
+                .map(|n| format!("--- {}\n{}", n.addr, tail(&n.log())))
+                .collect();
+            panic!(
+                "ring did not settle: {:#?}\n{}",
+                views.iter().map(|v| &v.summary).collect::<Vec<_>>(),
+                logs.join("\n")
+            );
         }
         sleep(Duration::from_millis(300));
     }
@@ -158,15 +209,27 @@ fn five_processes_form_one_ring_and_route_lookups() {
     let nodes = start_ring(dir.path(), 5, 2);
     let view = wait_for_ring(&nodes.iter().collect::<Vec<_>>(), 2);
     assert_eq!(view.members.len(), 10);
-    assert!(view.summary.contains("closed and ordered"), "{}", view.summary);
+    assert!(
+        view.summary.contains("closed and ordered"),
+        "{}",
+        view.summary
+    );
 
     // Every node names the same owner for a key, and that owner is a member.
     let owners: BTreeSet<String> = nodes
         .iter()
         .map(|node| {
             let output = chordal(&["lookup", "some-key", "--via", &node.addr]);
-            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-            String::from_utf8_lossy(&output.stdout).lines().next().unwrap().to_string()
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .next()
+                .unwrap()
+                .to_string()
         })
         .collect();
     assert_eq!(owners.len(), 1, "{owners:?}");
@@ -180,7 +243,8 @@ fn a_killed_node_is_repaired_and_a_restart_rejoins_with_its_old_identity() {
     let before = wait_for_ring(&nodes.iter().collect::<Vec<_>>(), 2);
 
     let victim = nodes.remove(2);
-    let (victim_port, victim_dir, victim_addr) = (victim.port, victim.data_dir.clone(), victim.addr.clone());
+    let (victim_port, victim_dir, victim_addr) =
+        (victim.port, victim.data_dir.clone(), victim.addr.clone());
     let old_ids = before.ids_of(&victim_addr);
     assert_eq!(old_ids.len(), 2);
     let mut victim = victim;
@@ -192,7 +256,11 @@ fn a_killed_node_is_repaired_and_a_restart_rejoins_with_its_old_identity() {
     let restarted = Node::start(victim_port, &bootstrap, &victim_dir, 2);
     nodes.push(restarted);
     let after = wait_for_ring(&nodes.iter().collect::<Vec<_>>(), 2);
-    assert_eq!(after.ids_of(&victim_addr), old_ids, "same ring ids after the restart");
+    assert_eq!(
+        after.ids_of(&victim_addr),
+        old_ids,
+        "same ring ids after the restart"
+    );
 }
 
 #[test]
@@ -221,7 +289,11 @@ fn sigterm_leaves_gracefully_and_exits_zero() {
     let mut leaver = nodes.remove(3);
     let status = leaver.terminate();
     assert!(status.success(), "exit status {status}");
-    assert!(leaver.log().contains("leaving the ring"), "{}", leaver.log());
+    assert!(
+        leaver.log().contains("leaving the ring"),
+        "{}",
+        leaver.log()
+    );
     wait_for_ring(&nodes.iter().collect::<Vec<_>>(), 1);
 }
 
@@ -232,10 +304,18 @@ fn an_unreachable_bootstrap_is_reported_and_retried_without_crashing() {
     let mut node = Node::start(free_port(), &nowhere, &dir.path().join("lonely"), 1);
     let deadline = Instant::now() + SETTLE;
     while !node.log().contains("cannot join the ring") {
-        assert!(Instant::now() < deadline, "no clear message: {}", node.log());
+        assert!(
+            Instant::now() < deadline,
+            "no clear message: {}",
+            node.log()
+        );
         sleep(Duration::from_millis(200));
     }
-    assert!(node.log().contains(&nowhere), "the message names the bootstrap: {}", node.log());
+    assert!(
+        node.log().contains(&nowhere),
+        "the message names the bootstrap: {}",
+        node.log()
+    );
     assert!(node.log().contains("retrying in"), "{}", node.log());
     // Not joined: `ring` says so and fails; the process is still alive.
     let output = chordal(&["ring", "--via", &node.addr]);
@@ -258,7 +338,12 @@ fn bad_arguments_are_refused_with_a_clear_message() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
-    let output = chordal(&["lookup", "key", "--via", &format!("127.0.0.1:{}", free_port())]);
+    let output = chordal(&[
+        "lookup",
+        "key",
+        "--via",
+        &format!("127.0.0.1:{}", free_port()),
+    ]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot connect"));
 }

@@ -162,7 +162,10 @@ impl Lookup {
 
     fn absorb(&mut self, answer: Response) {
         match answer {
-            Response::Found { predecessor, successors } if !successors.is_empty() => {
+            Response::Found {
+                predecessor,
+                successors,
+            } if !successors.is_empty() => {
                 self.outcome = Some(Ok(LookupOutcome {
                     target: self.target,
                     predecessor,
@@ -198,7 +201,10 @@ mod tests {
 
     #[test]
     fn found_locally_takes_no_hops() {
-        let local = Response::Found { predecessor: node(10, "a"), successors: vec![node(20, "b")] };
+        let local = Response::Found {
+            predecessor: node(10, "a"),
+            successors: vec![node(20, "b")],
+        };
         let mut lookup = Lookup::new(Id(15), "a", local, 8);
         match lookup.next() {
             Next::Done(Ok(outcome)) => {
@@ -211,12 +217,20 @@ mod tests {
 
     #[test]
     fn asks_the_closest_preceding_candidate_first_and_skips_the_dead() {
-        let local = Response::Closer { candidates: vec![node(10, "b"), node(50, "c"), node(40, "d")] };
+        let local = Response::Closer {
+            candidates: vec![node(10, "b"), node(50, "c"), node(40, "d")],
+        };
         let mut lookup = Lookup::new(Id(60), "a", local, 8);
         assert_eq!(lookup.next(), Next::Ask("c".into()));
         lookup.on_failure("c");
         assert_eq!(lookup.next(), Next::Ask("d".into()));
-        lookup.on_answer("d", Response::Found { predecessor: node(55, "e"), successors: vec![node(70, "f")] });
+        lookup.on_answer(
+            "d",
+            Response::Found {
+                predecessor: node(55, "e"),
+                successors: vec![node(70, "f")],
+            },
+        );
         match lookup.next() {
             Next::Done(Ok(outcome)) => {
                 assert_eq!(outcome.owner().addr, "f");
@@ -228,11 +242,21 @@ mod tests {
 
     #[test]
     fn never_asks_a_process_twice_nor_itself() {
-        let local = Response::Closer { candidates: vec![node(10, "b")] };
+        let local = Response::Closer {
+            candidates: vec![node(10, "b")],
+        };
         let mut lookup = Lookup::new(Id(60), "a", local, 8);
         assert_eq!(lookup.next(), Next::Ask("b".into()));
-        lookup.on_answer("b", Response::Closer { candidates: vec![node(11, "b"), node(12, "a")] });
-        assert!(matches!(lookup.next(), Next::Done(Err(LookupError::NoRoute { .. }))));
+        lookup.on_answer(
+            "b",
+            Response::Closer {
+                candidates: vec![node(11, "b"), node(12, "a")],
+            },
+        );
+        assert!(matches!(
+            lookup.next(),
+            Next::Done(Err(LookupError::NoRoute { .. }))
+        ));
     }
 
     #[test]
@@ -242,7 +266,9 @@ mod tests {
         lookup.on_failure("seed:1");
         assert_eq!(
             lookup.next(),
-            Next::Done(Err(LookupError::NoRoute { unreachable: vec!["seed:1".into()] }))
+            Next::Done(Err(LookupError::NoRoute {
+                unreachable: vec!["seed:1".into()]
+            }))
         );
     }
 
@@ -250,8 +276,15 @@ mod tests {
     fn hop_limit_stops_a_walk() {
         let mut lookup = Lookup::via_seed(Id(1_000), "origin", "p0".into(), 3);
         for hop in 0..3u64 {
-            let Next::Ask(addr) = lookup.next() else { panic!("stopped early") };
-            lookup.on_answer(&addr, Response::Closer { candidates: vec![node(hop + 1, &format!("p{}", hop + 1))] });
+            let Next::Ask(addr) = lookup.next() else {
+                panic!("stopped early")
+            };
+            lookup.on_answer(
+                &addr,
+                Response::Closer {
+                    candidates: vec![node(hop + 1, &format!("p{}", hop + 1))],
+                },
+            );
         }
         assert_eq!(lookup.next(), Next::Done(Err(LookupError::TooManyHops(3))));
     }

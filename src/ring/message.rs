@@ -21,7 +21,10 @@ pub struct NodeRef {
 
 impl NodeRef {
     pub fn new(id: Id, addr: impl Into<Addr>) -> NodeRef {
-        NodeRef { id, addr: addr.into() }
+        NodeRef {
+            id,
+            addr: addr.into(),
+        }
     }
 }
 

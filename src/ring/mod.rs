@@ -79,7 +79,7 @@ impl Default for Config {
         Config {
             successors: 4,
             max_lookup_hops: 64,
-            query_attempts: 2,
+            query_attempts: 3,
             max_join_backoff_ticks: 32,
             lookup_candidates: 3,
         }
@@ -106,7 +106,10 @@ pub enum Action {
     /// Send a request; answer with [`Input::Reply`] or [`Input::Failed`].
     Send(Outgoing),
     /// A lookup started with [`Host::start_lookup`] finished.
-    LookupDone { token: u64, result: Result<LookupOutcome, LookupError> },
+    LookupDone {
+        token: u64,
+        result: Result<LookupOutcome, LookupError>,
+    },
     /// A membership event worth logging.
     Notice(Notice),
 }
@@ -119,11 +122,23 @@ pub enum Notice {
     /// This member joined the ring before `successor`.
     Joined { member: NodeRef, successor: NodeRef },
     /// A join attempt failed; the next one comes after `retry_in_ticks`.
-    JoinFailed { member: Id, error: String, retry_in_ticks: u32 },
+    JoinFailed {
+        member: Id,
+        error: String,
+        retry_in_ticks: u32,
+    },
     /// The first successor changed.
-    SuccessorChanged { member: Id, from: Option<NodeRef>, to: NodeRef },
+    SuccessorChanged {
+        member: Id,
+        from: Option<NodeRef>,
+        to: NodeRef,
+    },
     /// The predecessor changed.
-    PredecessorChanged { member: Id, from: Option<NodeRef>, to: Option<NodeRef> },
+    PredecessorChanged {
+        member: Id,
+        from: Option<NodeRef>,
+        to: Option<NodeRef>,
+    },
     /// A successor stopped answering and was dropped.
     SuccessorDead { member: Id, dead: NodeRef },
     /// Every member this process knows after `member` is dead; it rejoins.
@@ -195,7 +210,12 @@ impl Member {
     /// The distinct members the finger table points at, in table order.
     pub fn fingers_in_use(&self) -> Vec<NodeRef> {
         let mut seen = HashSet::new();
-        self.fingers.iter().flatten().filter(|f| seen.insert(f.id)).cloned().collect()
+        self.fingers
+            .iter()
+            .flatten()
+            .filter(|f| seen.insert(f.id))
+            .cloned()
+            .collect()
     }
 
     /// In the ring: has a successor list and is not leaving.
@@ -236,19 +256,51 @@ enum Op {
     /// Looking up our own id.
     JoinLocating { lookup: u64 },
     /// Asking `asking` (the first live successor candidate) for its list.
-    JoinFetching { asking: NodeRef, rest: Vec<NodeRef>, request: RequestId },
+    JoinFetching {
+        asking: NodeRef,
+        rest: Vec<NodeRef>,
+        request: RequestId,
+    },
     /// Asking the first successor for its predecessor and list.
-    StabilizeSuccessor { successor: NodeRef, attempt: u32, request: RequestId },
+    StabilizeSuccessor {
+        successor: NodeRef,
+        attempt: u32,
+        request: RequestId,
+    },
     /// Asking a member found strictly between us and our successor (or our
     /// predecessor, in a one-member ring) before adopting it.
-    StabilizeBetween { candidate: NodeRef, fallback: Vec<NodeRef>, request: RequestId },
+    StabilizeBetween {
+        candidate: NodeRef,
+        fallback: Vec<NodeRef>,
+        request: RequestId,
+    },
     /// Pinging our predecessor because `candidate` claims to precede us.
-    Rectify { candidate: NodeRef, checking: NodeRef, attempt: u32, request: RequestId },
+    Rectify {
+        candidate: NodeRef,
+        checking: NodeRef,
+        attempt: u32,
+        request: RequestId,
+    },
     /// Every successor is dead: asking the nearest known members after us.
-    Recover { asking: NodeRef, rest: Vec<NodeRef>, request: RequestId },
+    Recover {
+        asking: NodeRef,
+        rest: Vec<NodeRef>,
+        request: RequestId,
+    },
 }
 
 impl Op {
+    /// The member the outstanding query went to.
+    fn asked(&self) -> Option<&NodeRef> {
+        match self {
+            Op::JoinLocating { .. } => None,
+            Op::JoinFetching { asking, .. } | Op::Recover { asking, .. } => Some(asking),
+            Op::StabilizeSuccessor { successor, .. } => Some(successor),
+            Op::StabilizeBetween { candidate, .. } => Some(candidate),
+            Op::Rectify { checking, .. } => Some(checking),
+        }
+    }
+
     fn request(&self) -> Option<RequestId> {
         match self {
             Op::JoinLocating { .. } => None,
@@ -311,7 +363,11 @@ pub struct Host {
     /// Lost members that answered a probe, waiting to be adopted by a
     /// member they fall just after.
     revived: Vec<Lost>,
+    /// Members that told us they were leaving, for a few ticks.
+    departed: Vec<Lost>,
     probe_cursor: usize,
+    /// Stabilize ticks seen.
+    ticks: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -326,8 +382,14 @@ impl Host {
     /// the host starts a new ring when no other seed answers.
     pub fn new(addr: impl Into<Addr>, ids: &[Id], seeds: &[Addr], config: Config) -> Host {
         let addr = addr.into();
-        assert!(config.successors >= 1, "a successor list needs at least one entry");
-        let members = ids.iter().map(|&id| Member::new(NodeRef::new(id, addr.clone()))).collect();
+        assert!(
+            config.successors >= 1,
+            "a successor list needs at least one entry"
+        );
+        let members = ids
+            .iter()
+            .map(|&id| Member::new(NodeRef::new(id, addr.clone())))
+            .collect();
         let may_create = seeds.is_empty() || seeds.contains(&addr);
         let mut remote_seeds = Vec::new();
         for seed in seeds {
@@ -350,7 +412,9 @@ impl Host {
             leave_pending: HashSet::new(),
             lost: Vec::new(),
             revived: Vec::new(),
+            departed: Vec::new(),
             probe_cursor: 0,
+            ticks: 0,
         }
     }
 
@@ -434,7 +498,13 @@ impl Host {
                 if neighbour.addr == self.addr {
                     continue;
                 }
-                let id = self.send(&neighbour, Request::Leaving { leaving: me.clone() }, Waiter::Leave);
+                let id = self.send(
+                    &neighbour,
+                    Request::Leaving {
+                        leaving: me.clone(),
+                    },
+                    Waiter::Leave,
+                );
                 self.leave_pending.insert(id);
             }
         }
@@ -452,7 +522,8 @@ impl Host {
         if let Request::FindStep { target } = request {
             return self.find_step(target);
         }
-        let Some(index) = member.and_then(|id| self.members.iter().position(|m| m.me.id == id)) else {
+        let Some(index) = member.and_then(|id| self.members.iter().position(|m| m.me.id == id))
+        else {
             return Response::NotMember;
         };
         match request {
@@ -514,11 +585,28 @@ impl Host {
     }
 
     fn on_leaving(&mut self, index: usize, leaving: NodeRef) {
+        if !self.departed.iter().any(|d| d.node.id == leaving.id) {
+            self.departed.push(Lost {
+                node: leaving.clone(),
+                ticks_left: Self::DEPARTED_TICKS,
+            });
+            if self.departed.len() > Self::MAX_LOST {
+                self.departed.remove(0);
+            }
+        }
         let member = &mut self.members[index];
-        let was_predecessor = member.predecessor.as_ref().is_some_and(|p| p.id == leaving.id);
+        let was_predecessor = member
+            .predecessor
+            .as_ref()
+            .is_some_and(|p| p.id == leaving.id);
         // Keep at least one successor entry: if the leaver was the only one,
         // stabilize finds it gone and recovers properly.
-        if member.successors.len() > 1 || member.successors.first().is_some_and(|s| s.id != leaving.id) {
+        if member.successors.len() > 1
+            || member
+                .successors
+                .first()
+                .is_some_and(|s| s.id != leaving.id)
+        {
             member.successors.retain(|s| s.id != leaving.id);
         }
         for finger in &mut member.fingers {
@@ -529,7 +617,11 @@ impl Host {
         if was_predecessor {
             let from = member.predecessor.take();
             let id = member.me.id;
-            self.notice(Notice::PredecessorChanged { member: id, from, to: None });
+            self.notice(Notice::PredecessorChanged {
+                member: id,
+                from,
+                to: None,
+            });
         }
         if self.members[index].op.is_none() && self.members[index].is_joined() {
             self.start_stabilize(index);
@@ -540,7 +632,8 @@ impl Host {
 
     fn on_stabilize_tick(&mut self) {
         self.probe_lost();
-        for index in 0..self.members.len() {
+        self.ticks += 1;
+        for index in self.stabilize_order() {
             let member = &mut self.members[index];
             if member.leaving {
                 continue;
@@ -561,11 +654,25 @@ impl Host {
                 self.start_stabilize(index);
             }
             // Finish exchanges between sibling members before the next
-            // sibling starts its own: otherwise every member of the process
-            // would be busy at once, and each would answer the others
-            // `Pending` on every tick.
+            // sibling starts its own (see `stabilize_order`).
             self.deliver_local();
         }
+    }
+
+    /// The order in which members start stabilizing on a tick: ascending
+    /// ids, so a member usually asks a sibling successor before that sibling
+    /// is busy with its own query (a busy member answers `Pending`, and a
+    /// fixed order would starve the member behind a busy sibling forever).
+    /// The start rotates every tick so the one member whose successor wraps
+    /// round is not always the one left waiting.
+    fn stabilize_order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.members.len()).collect();
+        order.sort_by_key(|&index| self.members[index].me.id);
+        if !order.is_empty() {
+            let rotation = (self.ticks % order.len() as u64) as usize;
+            order.rotate_left(rotation);
+        }
+        order
     }
 
     fn on_fix_fingers_tick(&mut self) {
@@ -594,7 +701,14 @@ impl Host {
             }
             member.finger_lookup = true;
             let finger = member.next_finger;
-            self.begin_lookup(me.finger_start(finger), Purpose::Finger { member: index, index: finger }, None);
+            self.begin_lookup(
+                me.finger_start(finger),
+                Purpose::Finger {
+                    member: index,
+                    index: finger,
+                },
+                None,
+            );
         }
     }
 
@@ -640,7 +754,11 @@ impl Host {
         if member.join.seed_cursor < seeds {
             // Next seed at the next tick.
             let id = member.me.id;
-            self.notice(Notice::JoinFailed { member: id, error, retry_in_ticks: 1 });
+            self.notice(Notice::JoinFailed {
+                member: id,
+                error,
+                retry_in_ticks: 1,
+            });
             return;
         }
         if may_create && !self.members.iter().any(Member::is_joined) {
@@ -657,7 +775,11 @@ impl Host {
             .min(self.config.max_join_backoff_ticks.max(1));
         member.join.wait_ticks = backoff;
         let id = member.me.id;
-        self.notice(Notice::JoinFailed { member: id, error, retry_in_ticks: backoff });
+        self.notice(Notice::JoinFailed {
+            member: id,
+            error,
+            retry_in_ticks: backoff,
+        });
     }
 
     fn on_join_located(&mut self, index: usize, result: Result<LookupOutcome, LookupError>) {
@@ -665,8 +787,11 @@ impl Host {
         match result {
             Ok(outcome) => {
                 let me = self.members[index].me.id;
-                let mut candidates: Vec<NodeRef> =
-                    outcome.successors.into_iter().filter(|s| s.id != me).collect();
+                let mut candidates: Vec<NodeRef> = outcome
+                    .successors
+                    .into_iter()
+                    .filter(|s| s.id != me)
+                    .collect();
                 if candidates.is_empty() {
                     self.join_failed(index, "the ring has no member to join before".into());
                     return;
@@ -680,7 +805,14 @@ impl Host {
 
     fn fetch_for_join(&mut self, index: usize, asking: NodeRef, rest: Vec<NodeRef>) {
         let request = self.send(&asking, Request::GetState, Waiter::Member(index));
-        self.set_op(index, Op::JoinFetching { asking, rest, request });
+        self.set_op(
+            index,
+            Op::JoinFetching {
+                asking,
+                rest,
+                request,
+            },
+        );
     }
 
     // ----- stabilize ------------------------------------------------------
@@ -696,12 +828,26 @@ impl Host {
             if let Some(predecessor) = member.predecessor.clone() {
                 let fallback = member.successors.clone();
                 let request = self.send(&predecessor, Request::GetState, Waiter::Member(index));
-                self.set_op(index, Op::StabilizeBetween { candidate: predecessor, fallback, request });
+                self.set_op(
+                    index,
+                    Op::StabilizeBetween {
+                        candidate: predecessor,
+                        fallback,
+                        request,
+                    },
+                );
             }
             return;
         }
         let request = self.send(&successor, Request::GetState, Waiter::Member(index));
-        self.set_op(index, Op::StabilizeSuccessor { successor, attempt: 1, request });
+        self.set_op(
+            index,
+            Op::StabilizeSuccessor {
+                successor,
+                attempt: 1,
+                request,
+            },
+        );
     }
 
     /// Adopts `successors`, ends the operation and notifies the successor.
@@ -712,7 +858,11 @@ impl Host {
         let first = member.successors[0].clone();
         let me = member.me.clone();
         if old.as_ref().map(|o| o.id) != Some(first.id) {
-            self.notice(Notice::SuccessorChanged { member: me.id, from: old, to: first.clone() });
+            self.notice(Notice::SuccessorChanged {
+                member: me.id,
+                from: old,
+                to: first.clone(),
+            });
         }
         self.end_op(index);
         if first.id != me.id {
@@ -728,10 +878,15 @@ impl Host {
         let id = member.me.id;
         self.notice(Notice::SuccessorDead { member: id, dead });
         self.end_op(index);
-        if self.members[index].successors.is_empty() {
-            self.start_recover(index);
-        } else {
-            self.start_stabilize(index);
+        let member = &self.members[index];
+        match member.successors.first() {
+            // The list ran out, or came round to us: before concluding that
+            // we are alone, make sure nobody we know of ahead of us is alive
+            // (lists can skip live members after false suspicions, and a
+            // member that wrongly believes itself alone splits the ring).
+            None => self.start_recover(index),
+            Some(head) if head.id == member.me.id => self.start_recover(index),
+            Some(_) => self.start_stabilize(index),
         }
     }
 
@@ -758,6 +913,22 @@ impl Host {
     fn recover_next(&mut self, index: usize, mut candidates: Vec<NodeRef>) {
         if candidates.is_empty() {
             let member = &mut self.members[index];
+            if member
+                .successors
+                .first()
+                .is_some_and(|s| s.id == member.me.id)
+            {
+                // The list said the ring comes round to us, and nobody ahead
+                // of us answers: we really are alone.
+                let me = member.me.clone();
+                self.end_op(index);
+                self.notice(Notice::SuccessorChanged {
+                    member: me.id,
+                    from: None,
+                    to: me,
+                });
+                return;
+            }
             member.successors.clear();
             member.predecessor = None;
             member.join = JoinProgress::default();
@@ -768,12 +939,22 @@ impl Host {
         }
         let asking = candidates.remove(0);
         let request = self.send(&asking, Request::GetState, Waiter::Member(index));
-        self.set_op(index, Op::Recover { asking, rest: candidates, request });
+        self.set_op(
+            index,
+            Op::Recover {
+                asking,
+                rest: candidates,
+                request,
+            },
+        );
     }
 
     // ----- rectify --------------------------------------------------------
 
     fn rectify(&mut self, index: usize, candidate: NodeRef) {
+        if self.is_departed(candidate.id) {
+            return; // a notification sent just before its sender left
+        }
         let member = &mut self.members[index];
         if candidate.id == member.me.id {
             return;
@@ -786,7 +967,15 @@ impl Host {
                     member.deferred_notify = Some(candidate);
                 } else {
                     let request = self.send(&current, Request::Ping, Waiter::Member(index));
-                    self.set_op(index, Op::Rectify { candidate, checking: current, attempt: 1, request });
+                    self.set_op(
+                        index,
+                        Op::Rectify {
+                            candidate,
+                            checking: current,
+                            attempt: 1,
+                            request,
+                        },
+                    );
                 }
             }
             _ => self.set_predecessor(index, Some(candidate)),
@@ -798,7 +987,11 @@ impl Host {
         let from = std::mem::replace(&mut member.predecessor, to.clone());
         if from.as_ref().map(|f| f.id) != to.as_ref().map(|t| t.id) {
             let id = member.me.id;
-            self.notice(Notice::PredecessorChanged { member: id, from, to });
+            self.notice(Notice::PredecessorChanged {
+                member: id,
+                from,
+                to,
+            });
         }
     }
 
@@ -807,8 +1000,16 @@ impl Host {
     /// How long, in stabilize ticks, a member presumed dead is still probed.
     const LOST_TICKS: u32 = 1200;
     const MAX_LOST: usize = 64;
+    /// How long a member that announced its departure is refused: long
+    /// enough for its last messages in flight to arrive, short enough that
+    /// it can restart and rejoin as itself soon after.
+    const DEPARTED_TICKS: u32 = 6;
     /// How long a revived member waits to be adopted.
     const REVIVED_TICKS: u32 = 4;
+
+    fn is_departed(&self, id: Id) -> bool {
+        self.departed.iter().any(|d| d.node.id == id)
+    }
 
     fn remember_lost(&mut self, node: &NodeRef) {
         if self.members.iter().any(|m| m.me.id == node.id) {
@@ -818,7 +1019,10 @@ impl Host {
         if self.lost.len() >= Self::MAX_LOST {
             self.lost.remove(0);
         }
-        self.lost.push(Lost { node: node.clone(), ticks_left: Self::LOST_TICKS });
+        self.lost.push(Lost {
+            node: node.clone(),
+            ticks_left: Self::LOST_TICKS,
+        });
     }
 
     /// Ages the lost members and pings one of them. A ping does not change
@@ -832,6 +1036,10 @@ impl Host {
             revived.ticks_left = revived.ticks_left.saturating_sub(1);
         }
         self.revived.retain(|r| r.ticks_left > 0);
+        for departed in &mut self.departed {
+            departed.ticks_left = departed.ticks_left.saturating_sub(1);
+        }
+        self.departed.retain(|d| d.ticks_left > 0);
         if self.lost.is_empty() {
             return;
         }
@@ -891,28 +1099,51 @@ impl Host {
     }
 
     fn on_member_answer(&mut self, index: usize, id: RequestId, response: Option<Response>) {
-        let Some(op) = self.members[index].op.clone() else { return };
+        let Some(op) = self.members[index].op.clone() else {
+            return;
+        };
         if op.request() != Some(id) {
             return; // an answer to an operation already abandoned
         }
+        // Members that announced their departure are never adopted again,
+        // not from a stale list, and not from an answer they sent just
+        // before they left.
+        let departed = |node: &NodeRef| self.is_departed(node.id);
+        let response = match op.asked() {
+            Some(asked) if departed(asked) => Some(Response::NotMember),
+            _ => response,
+        };
         let state = match &response {
-            Some(Response::State { predecessor, successors }) if !successors.is_empty() => {
-                Some((predecessor.clone(), successors.clone()))
-            }
+            Some(Response::State {
+                predecessor,
+                successors,
+            }) if !successors.is_empty() => Some((
+                predecessor.clone().filter(|p| !departed(p)),
+                successors
+                    .iter()
+                    .filter(|s| !departed(s))
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            )),
             _ => None,
         };
         let me = self.members[index].me.clone();
         let r = self.config.successors;
         match op {
             Op::JoinLocating { .. } => {}
-            Op::JoinFetching { asking, mut rest, .. } => match (state, response) {
+            Op::JoinFetching {
+                asking, mut rest, ..
+            } => match (state, response) {
                 (Some((_, list)), _) => {
                     let successors = successor_list(&me, &asking, &list, r);
                     let member = &mut self.members[index];
                     member.successors = successors;
                     member.join = JoinProgress::default();
                     self.end_op(index);
-                    self.notice(Notice::Joined { member: me, successor: asking });
+                    self.notice(Notice::Joined {
+                        member: me,
+                        successor: asking,
+                    });
                     // Notify the successor now rather than a tick later.
                     self.start_stabilize(index);
                 }
@@ -928,7 +1159,9 @@ impl Host {
                     self.join_failed(index, format!("successor {asking} did not answer"));
                 }
             },
-            Op::StabilizeSuccessor { successor, attempt, .. } => match (state, response) {
+            Op::StabilizeSuccessor {
+                successor, attempt, ..
+            } => match (state, response) {
                 (Some((predecessor, list)), _) => {
                     let adopted = successor_list(&me, &successor, &list, r);
                     let between = predecessor
@@ -937,7 +1170,14 @@ impl Host {
                     match between {
                         Some(p) => {
                             let request = self.send(&p, Request::GetState, Waiter::Member(index));
-                            self.set_op(index, Op::StabilizeBetween { candidate: p, fallback: adopted, request });
+                            self.set_op(
+                                index,
+                                Op::StabilizeBetween {
+                                    candidate: p,
+                                    fallback: adopted,
+                                    request,
+                                },
+                            );
                         }
                         None => self.finish_stabilize(index, adopted),
                     }
@@ -945,26 +1185,54 @@ impl Host {
                 (None, Some(Response::Pending)) => self.end_op(index),
                 (None, None) if attempt < self.config.query_attempts => {
                     let request = self.send(&successor, Request::GetState, Waiter::Member(index));
-                    self.set_op(index, Op::StabilizeSuccessor { successor, attempt: attempt + 1, request });
+                    self.set_op(
+                        index,
+                        Op::StabilizeSuccessor {
+                            successor,
+                            attempt: attempt + 1,
+                            request,
+                        },
+                    );
                 }
                 _ => self.successor_dead(index, successor),
             },
-            Op::StabilizeBetween { candidate, fallback, .. } => match state {
+            Op::StabilizeBetween {
+                candidate,
+                fallback,
+                ..
+            } => match state {
                 Some((_, list)) => {
                     let adopted = successor_list(&me, &candidate, &list, r);
                     self.finish_stabilize(index, adopted);
                 }
                 None => self.finish_stabilize(index, fallback),
             },
-            Op::Rectify { candidate, checking, attempt, .. } => match response {
+            Op::Rectify {
+                candidate,
+                checking,
+                attempt,
+                ..
+            } => match response {
                 Some(Response::Pong) => self.end_op(index),
                 None if attempt < self.config.query_attempts => {
                     let request = self.send(&checking, Request::Ping, Waiter::Member(index));
-                    self.set_op(index, Op::Rectify { candidate, checking, attempt: attempt + 1, request });
+                    self.set_op(
+                        index,
+                        Op::Rectify {
+                            candidate,
+                            checking,
+                            attempt: attempt + 1,
+                            request,
+                        },
+                    );
                 }
                 _ => {
                     let member = &self.members[index];
-                    if member.predecessor.as_ref().is_some_and(|p| p.id == checking.id) {
+                    if member
+                        .predecessor
+                        .as_ref()
+                        .is_some_and(|p| p.id == checking.id)
+                    {
                         self.remember_lost(&checking);
                         self.set_predecessor(index, Some(candidate));
                     }
@@ -972,11 +1240,15 @@ impl Host {
                 }
             },
             Op::Recover { asking, rest, .. } => match state {
-                Some((_, list)) => {
+                // A member whose own list names us lies *behind* us (we are
+                // among its next successors): adopting it would close a
+                // small loop that splits the ring. Only a member ahead of
+                // us will do.
+                Some((_, list)) if !list.iter().any(|s| s.id == me.id) => {
                     let adopted = successor_list(&me, &asking, &list, r);
                     self.finish_stabilize(index, adopted);
                 }
-                None => self.recover_next(index, rest),
+                _ => self.recover_next(index, rest),
             },
         }
     }
@@ -1013,12 +1285,21 @@ impl Host {
         if let Purpose::Join { member } = purpose {
             self.set_op(member, Op::JoinLocating { lookup: id });
         }
-        self.lookups.insert(id, LookupTask { lookup, purpose, asking: None });
+        self.lookups.insert(
+            id,
+            LookupTask {
+                lookup,
+                purpose,
+                asking: None,
+            },
+        );
         self.drive_lookup(id);
     }
 
     fn drive_lookup(&mut self, id: u64) {
-        let Some(task) = self.lookups.get_mut(&id) else { return };
+        let Some(task) = self.lookups.get_mut(&id) else {
+            return;
+        };
         match task.lookup.next() {
             Next::Ask(addr) => {
                 task.asking = Some(addr.clone());
@@ -1032,7 +1313,12 @@ impl Host {
         }
     }
 
-    fn finish_lookup(&mut self, id: u64, purpose: Purpose, result: Result<LookupOutcome, LookupError>) {
+    fn finish_lookup(
+        &mut self,
+        id: u64,
+        purpose: Purpose,
+        result: Result<LookupOutcome, LookupError>,
+    ) {
         match purpose {
             Purpose::Client { token } => self.actions.push(Action::LookupDone { token, result }),
             Purpose::Join { member } => {
@@ -1053,7 +1339,13 @@ impl Host {
                     }
                     // Every later finger whose start the owner also covers.
                     let mut next = index;
-                    while next < Id::BITS && between_open_closed(member.me.id, member.me.id.finger_start(next), owner.id) {
+                    while next < Id::BITS
+                        && between_open_closed(
+                            member.me.id,
+                            member.me.id.finger_start(next),
+                            owner.id,
+                        )
+                    {
                         member.fingers[next] = Some(owner.clone());
                         next += 1;
                     }
@@ -1069,11 +1361,22 @@ impl Host {
         self.send_to(to.addr.clone(), Some(to.id), request, waiter)
     }
 
-    fn send_to(&mut self, to: Addr, member: Option<Id>, request: Request, waiter: Waiter) -> RequestId {
+    fn send_to(
+        &mut self,
+        to: Addr,
+        member: Option<Id>,
+        request: Request,
+        waiter: Waiter,
+    ) -> RequestId {
         let id = self.next_request;
         self.next_request += 1;
         self.inflight.insert(id, (waiter, to.clone()));
-        let outgoing = Outgoing { id, to, member, request };
+        let outgoing = Outgoing {
+            id,
+            to,
+            member,
+            request,
+        };
         if outgoing.to == self.addr {
             self.local.push_back(outgoing);
         } else {
@@ -1097,21 +1400,31 @@ impl Host {
 }
 
 /// The successor list a member adopts from `head` and head's own list:
-/// `head` followed by its list, cut to `r`, ending early where the list
-/// comes round to the member itself (a ring smaller than `r + 1`) or repeats.
+/// `head` followed by its list, cut to `r`. The list must go clockwise from
+/// the member and at most once round: it ends early where it comes back to
+/// the member itself (a ring smaller than `r + 1`; that entry is kept), and
+/// where an entry would pass over the member or fail to move clockwise (the
+/// head's view of the ring is stale: the rest is not adopted).
 pub fn successor_list(me: &NodeRef, head: &NodeRef, tail: &[NodeRef], r: usize) -> Vec<NodeRef> {
     let mut list = vec![head.clone()];
     if head.id == me.id {
         return list;
     }
+    let mut reach = me.id.distance_to(head.id);
     for entry in tail {
-        if list.len() >= r || list.iter().any(|known| known.id == entry.id) {
+        if list.len() >= r {
             break;
         }
-        list.push(entry.clone());
         if entry.id == me.id {
+            list.push(entry.clone());
             break;
         }
+        let distance = me.id.distance_to(entry.id);
+        if distance <= reach {
+            break;
+        }
+        reach = distance;
+        list.push(entry.clone());
     }
     list
 }

@@ -10,7 +10,10 @@ fn node(id: u64, addr: &str) -> NodeRef {
 }
 
 fn config(r: usize) -> Config {
-    Config { successors: r, ..Config::default() }
+    Config {
+        successors: r,
+        ..Config::default()
+    }
 }
 
 /// Delivers every request between `hosts` instantly until all is quiet, and
@@ -33,7 +36,10 @@ fn pump(hosts: &mut BTreeMap<String, Host>) -> Vec<(u64, Result<LookupOutcome, L
         }
         for (from, message) in outgoing {
             let input = match hosts.get_mut(&message.to) {
-                Some(host) => Input::Reply { id: message.id, response: host.handle_request(message.member, message.request) },
+                Some(host) => Input::Reply {
+                    id: message.id,
+                    response: host.handle_request(message.member, message.request),
+                },
                 None => Input::Failed { id: message.id },
             };
             hosts.get_mut(&from).expect("sender").step(input);
@@ -45,9 +51,15 @@ fn tick(hosts: &mut BTreeMap<String, Host>, rounds: usize) {
     for _ in 0..rounds {
         let addrs: Vec<String> = hosts.keys().cloned().collect();
         for addr in addrs {
-            hosts.get_mut(&addr).expect("host").step(Input::StabilizeTick);
+            hosts
+                .get_mut(&addr)
+                .expect("host")
+                .step(Input::StabilizeTick);
             pump(hosts);
-            hosts.get_mut(&addr).expect("host").step(Input::FixFingersTick);
+            hosts
+                .get_mut(&addr)
+                .expect("host")
+                .step(Input::FixFingersTick);
             pump(hosts);
         }
     }
@@ -84,7 +96,10 @@ fn a_host_seeded_by_itself_creates_a_ring() {
     let member = &host.members()[0];
     assert!(member.is_joined());
     assert_eq!(member.successors(), &[node(100, "a:1")]);
-    assert!(host.take_actions().iter().any(|a| matches!(a, Action::Notice(Notice::Created { .. }))));
+    assert!(host
+        .take_actions()
+        .iter()
+        .any(|a| matches!(a, Action::Notice(Notice::Created { .. }))));
 }
 
 #[test]
@@ -94,19 +109,33 @@ fn virtual_nodes_of_one_host_form_a_ring_without_the_network() {
     for _ in 0..4 {
         host.step(Input::StabilizeTick);
     }
-    assert!(host.take_actions().iter().all(|a| !matches!(a, Action::Send(_))), "all traffic was local");
+    assert!(
+        host.take_actions()
+            .iter()
+            .all(|a| !matches!(a, Action::Send(_))),
+        "all traffic was local"
+    );
     let successor_of = |id: u64| host.member(Id(id)).unwrap().successor().unwrap().id;
     assert_eq!(successor_of(10), Id(20));
     assert_eq!(successor_of(20), Id(30));
     assert_eq!(successor_of(30), Id(10));
-    assert_eq!(host.member(Id(10)).unwrap().predecessor().map(|p| p.id), Some(Id(30)));
+    assert_eq!(
+        host.member(Id(10)).unwrap().predecessor().map(|p| p.id),
+        Some(Id(30))
+    );
 }
 
 #[test]
 fn two_hosts_join_and_link_both_ways() {
     let mut hosts = BTreeMap::new();
-    hosts.insert("a:1".to_string(), Host::new("a:1", &[Id(100)], &[], config(3)));
-    hosts.insert("b:1".to_string(), Host::new("b:1", &[Id(200)], &["a:1".to_string()], config(3)));
+    hosts.insert(
+        "a:1".to_string(),
+        Host::new("a:1", &[Id(100)], &[], config(3)),
+    );
+    hosts.insert(
+        "b:1".to_string(),
+        Host::new("b:1", &[Id(200)], &["a:1".to_string()], config(3)),
+    );
     tick(&mut hosts, 3);
     let a = hosts["a:1"].member(Id(100)).unwrap();
     let b = hosts["b:1"].member(Id(200)).unwrap();
@@ -119,38 +148,81 @@ fn two_hosts_join_and_link_both_ways() {
 #[test]
 fn a_busy_member_answers_pending_but_still_answers_ping() {
     let mut hosts = BTreeMap::new();
-    hosts.insert("a:1".to_string(), Host::new("a:1", &[Id(100)], &[], config(3)));
-    hosts.insert("b:1".to_string(), Host::new("b:1", &[Id(200)], &["a:1".to_string()], config(3)));
+    hosts.insert(
+        "a:1".to_string(),
+        Host::new("a:1", &[Id(100)], &[], config(3)),
+    );
+    hosts.insert(
+        "b:1".to_string(),
+        Host::new("b:1", &[Id(200)], &["a:1".to_string()], config(3)),
+    );
     tick(&mut hosts, 3);
     // b starts stabilizing and its query to a is left in flight.
     let b = hosts.get_mut("b:1").unwrap();
     b.step(Input::StabilizeTick);
     let sent = b.take_actions();
-    assert!(sent.iter().any(|a| matches!(a, Action::Send(Outgoing { request: Request::GetState, .. }))));
-    assert_eq!(b.handle_request(Some(Id(200)), Request::GetState), Response::Pending);
-    assert_eq!(b.handle_request(Some(Id(200)), Request::Ping), Response::Pong);
+    assert!(sent.iter().any(|a| matches!(
+        a,
+        Action::Send(Outgoing {
+            request: Request::GetState,
+            ..
+        })
+    )));
+    assert_eq!(
+        b.handle_request(Some(Id(200)), Request::GetState),
+        Response::Pending
+    );
+    assert_eq!(
+        b.handle_request(Some(Id(200)), Request::Ping),
+        Response::Pong
+    );
 }
 
 #[test]
 fn rectify_keeps_a_live_predecessor_and_replaces_a_dead_one() {
     let mut host = Host::new("a:1", &[Id(100)], &[], config(3));
     host.step(Input::StabilizeTick);
-    host.handle_request(Some(Id(100)), Request::Notify { from: node(50, "p:1") });
-    assert_eq!(host.member(Id(100)).unwrap().predecessor(), Some(&node(50, "p:1")));
+    host.handle_request(
+        Some(Id(100)),
+        Request::Notify {
+            from: node(50, "p:1"),
+        },
+    );
+    assert_eq!(
+        host.member(Id(100)).unwrap().predecessor(),
+        Some(&node(50, "p:1"))
+    );
 
     // 40 is not between 50 and 100: ping 50 first.
     host.take_actions();
-    host.handle_request(Some(Id(100)), Request::Notify { from: node(40, "q:1") });
+    host.handle_request(
+        Some(Id(100)),
+        Request::Notify {
+            from: node(40, "q:1"),
+        },
+    );
     let ping = host.take_actions().into_iter().find_map(|a| match a {
         Action::Send(out) if out.request == Request::Ping => Some(out),
         _ => None,
     });
     let ping = ping.expect("the current predecessor is pinged");
     assert_eq!(ping.member, Some(Id(50)));
-    host.step(Input::Reply { id: ping.id, response: Response::Pong });
-    assert_eq!(host.member(Id(100)).unwrap().predecessor(), Some(&node(50, "p:1")), "alive: kept");
+    host.step(Input::Reply {
+        id: ping.id,
+        response: Response::Pong,
+    });
+    assert_eq!(
+        host.member(Id(100)).unwrap().predecessor(),
+        Some(&node(50, "p:1")),
+        "alive: kept"
+    );
 
-    host.handle_request(Some(Id(100)), Request::Notify { from: node(40, "q:1") });
+    host.handle_request(
+        Some(Id(100)),
+        Request::Notify {
+            from: node(40, "q:1"),
+        },
+    );
     let mut pings = 0;
     loop {
         let ping = host.take_actions().into_iter().find_map(|a| match a {
@@ -161,8 +233,16 @@ fn rectify_keeps_a_live_predecessor_and_replaces_a_dead_one() {
         pings += 1;
         host.step(Input::Failed { id });
     }
-    assert_eq!(pings, Config::default().query_attempts, "a lost ping is retried before presuming death");
-    assert_eq!(host.member(Id(100)).unwrap().predecessor(), Some(&node(40, "q:1")), "dead: replaced");
+    assert_eq!(
+        pings,
+        Config::default().query_attempts,
+        "a lost ping is retried before presuming death"
+    );
+    assert_eq!(
+        host.member(Id(100)).unwrap().predecessor(),
+        Some(&node(40, "q:1")),
+        "dead: replaced"
+    );
 }
 
 #[test]
@@ -171,11 +251,17 @@ fn lookups_route_through_remote_tables() {
     let addrs: Vec<String> = (0..8).map(|i| format!("h{i}:1")).collect();
     for (index, addr) in addrs.iter().enumerate() {
         let id = Id((index as u64 + 1) << 60);
-        hosts.insert(addr.clone(), Host::new(addr.clone(), &[id], &[addrs[0].clone()], config(3)));
+        hosts.insert(
+            addr.clone(),
+            Host::new(addr.clone(), &[id], &[addrs[0].clone()], config(3)),
+        );
     }
     tick(&mut hosts, 12);
     // Key just after the member with id 5 << 60 belongs to 6 << 60 (h5).
-    hosts.get_mut("h0:1").unwrap().start_lookup(Id((5 << 60) + 1), 7);
+    hosts
+        .get_mut("h0:1")
+        .unwrap()
+        .start_lookup(Id((5 << 60) + 1), 7);
     let done = pump(&mut hosts);
     let (token, result) = &done[0];
     assert_eq!(*token, 7);
@@ -207,6 +293,29 @@ fn a_join_with_no_reachable_seed_backs_off() {
         }
         host.step(Input::StabilizeTick);
     }
-    assert!(!hosts["b:1"].members()[0].is_joined(), "never joins a ring it cannot reach");
+    assert!(
+        !hosts["b:1"].members()[0].is_joined(),
+        "never joins a ring it cannot reach"
+    );
     assert_eq!(&waits[..3], &[2, 4, 8], "waits double");
+}
+
+#[test]
+fn successor_list_never_passes_over_me() {
+    // A stale head whose list runs past the member: keep only the part
+    // before the member.
+    let me = node(50, "me");
+    let tail = [node(10, "b"), node(40, "c"), node(60, "d"), node(70, "e")];
+    let list = successor_list(&me, &node(5, "a"), &tail, 8);
+    assert_eq!(list, vec![node(5, "a"), node(10, "b"), node(40, "c")]);
+}
+
+#[test]
+fn successor_list_stops_where_a_stale_list_goes_backwards() {
+    let me = node(0, "me");
+    let tail = [node(30, "b"), node(20, "c")];
+    assert_eq!(
+        successor_list(&me, &node(10, "a"), &tail, 8),
+        vec![node(10, "a"), node(30, "b")]
+    );
 }

@@ -19,7 +19,10 @@
 pub mod paper;
 
 use crate::id::{between_open_closed, Id};
-use crate::ring::{self, Action, Addr, Host, Input, LookupError, LookupOutcome, NodeRef, Notice, Outgoing, RequestId};
+use crate::ring::{
+    self, Action, Addr, Host, Input, LookupError, LookupOutcome, NodeRef, Notice, Outgoing,
+    RequestId,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;
@@ -41,6 +44,9 @@ pub struct SimConfig {
     pub timeout_ms: u64,
     pub stabilize_ms: u64,
     pub fix_fingers_ms: u64,
+    /// Print every membership notice to stderr, with the simulated time:
+    /// for reading a failing seed's story.
+    pub trace: bool,
 }
 
 impl Default for SimConfig {
@@ -55,6 +61,7 @@ impl Default for SimConfig {
             timeout_ms: 100,
             stabilize_ms: 500,
             fix_fingers_ms: 250,
+            trace: false,
         }
     }
 }
@@ -77,10 +84,27 @@ enum Timer {
 
 #[derive(Debug)]
 enum Event {
-    Tick { host: Addr, incarnation: u64, timer: Timer },
-    Deliver { from: Addr, incarnation: u64, outgoing: Outgoing },
-    Answer { to: Addr, incarnation: u64, id: RequestId, response: ring::Response },
-    Timeout { host: Addr, incarnation: u64, id: RequestId },
+    Tick {
+        host: Addr,
+        incarnation: u64,
+        timer: Timer,
+    },
+    Deliver {
+        from: Addr,
+        incarnation: u64,
+        outgoing: Outgoing,
+    },
+    Answer {
+        to: Addr,
+        incarnation: u64,
+        id: RequestId,
+        response: ring::Response,
+    },
+    Timeout {
+        host: Addr,
+        incarnation: u64,
+        id: RequestId,
+    },
 }
 
 struct Scheduled {
@@ -136,6 +160,27 @@ pub enum Violation {
     Unordered { laps: String, len: usize },
     #[error("member {0} has no live successor")]
     NoLiveSuccessor(NodeRef),
+    #[error("member {member} has a successor list that is not in ring order: {list:?}")]
+    UnorderedList { member: NodeRef, list: Vec<NodeRef> },
+}
+
+/// Whether `list`, seen from `me`, goes clockwise and at most once round:
+/// each entry strictly further than the one before, and `me` itself only as
+/// the last entry (where a small ring's list comes back round).
+pub fn list_in_ring_order(me: Id, list: &[NodeRef]) -> bool {
+    let mut previous: u128 = 0;
+    for (index, entry) in list.iter().enumerate() {
+        let position = match me.distance_to(entry.id) {
+            0 if index + 1 == list.len() => 1u128 << 64,
+            0 => return false,
+            distance => distance as u128,
+        };
+        if position <= previous {
+            return false;
+        }
+        previous = position;
+    }
+    true
 }
 
 /// The simulator.
@@ -188,13 +233,20 @@ impl Sim {
 
     /// The ids the host at `addr` runs.
     pub fn ids_for(&self, addr: &str) -> Vec<Id> {
-        (0..self.config.vnodes).map(|index| Id::of_vnode(addr, index)).collect()
+        (0..self.config.vnodes)
+            .map(|index| Id::of_vnode(addr, index))
+            .collect()
     }
 
     /// Adds a host that bootstraps through `seeds` (its own address in the
     /// seeds, or no seeds, starts a ring). Returns its address.
     pub fn add_host(&mut self, seeds: &[Addr]) -> Addr {
-        let addr = format!("10.{}.{}.{}:7000", self.next_host >> 16, (self.next_host >> 8) & 255, self.next_host & 255);
+        let addr = format!(
+            "10.{}.{}.{}:7000",
+            self.next_host >> 16,
+            (self.next_host >> 8) & 255,
+            self.next_host & 255
+        );
         self.next_host += 1;
         self.start_host(addr.clone(), seeds.to_vec());
         addr
@@ -211,14 +263,42 @@ impl Sim {
         let ids = self.ids_for(&addr);
         let host = Host::new(addr.clone(), &ids, &seeds, self.config.ring.clone());
         self.seeds_of.insert(addr.clone(), seeds);
-        self.hosts.insert(addr.clone(), SimHost { host, incarnation, pending: HashSet::new() });
+        self.hosts.insert(
+            addr.clone(),
+            SimHost {
+                host,
+                incarnation,
+                pending: HashSet::new(),
+            },
+        );
         // Random phases, so hosts do not stabilize in lockstep.
         let stabilize_phase = self.rng.random_range(0..self.config.stabilize_ms.max(1));
         let fix_phase = self.rng.random_range(0..self.config.fix_fingers_ms.max(1));
         // The first join attempt happens at once.
-        self.schedule(0, Event::Tick { host: addr.clone(), incarnation, timer: Timer::Stabilize });
-        self.schedule(stabilize_phase, Event::Tick { host: addr.clone(), incarnation, timer: Timer::Stabilize });
-        self.schedule(fix_phase, Event::Tick { host: addr, incarnation, timer: Timer::FixFingers });
+        self.schedule(
+            0,
+            Event::Tick {
+                host: addr.clone(),
+                incarnation,
+                timer: Timer::Stabilize,
+            },
+        );
+        self.schedule(
+            stabilize_phase,
+            Event::Tick {
+                host: addr.clone(),
+                incarnation,
+                timer: Timer::Stabilize,
+            },
+        );
+        self.schedule(
+            fix_phase,
+            Event::Tick {
+                host: addr,
+                incarnation,
+                timer: Timer::FixFingers,
+            },
+        );
     }
 
     /// Kills a host at once: it answers nothing from now on.
@@ -230,18 +310,29 @@ impl Sim {
     /// empty state, as a process restarted on its old data directory would.
     pub fn restart(&mut self, addr: &str) {
         assert!(!self.hosts.contains_key(addr), "{addr} is running");
-        let seeds = self.seeds_of.get(addr).cloned().expect("a host this simulator started");
+        let seeds = self
+            .seeds_of
+            .get(addr)
+            .cloned()
+            .expect("a host this simulator started");
         self.start_host(addr.to_string(), seeds);
     }
 
     /// Leaves gracefully, waits (in simulated time) for the neighbours to
     /// acknowledge or time out, then stops the host.
     pub fn leave(&mut self, addr: &str) {
-        let Some(sim_host) = self.hosts.get_mut(addr) else { return };
+        let Some(sim_host) = self.hosts.get_mut(addr) else {
+            return;
+        };
         sim_host.host.leave();
         self.dispatch(addr);
         let deadline = self.now + self.config.timeout_ms * 2;
-        while self.now < deadline && self.hosts.get(addr).is_some_and(|h| !h.host.leave_complete()) {
+        while self.now < deadline
+            && self
+                .hosts
+                .get(addr)
+                .is_some_and(|h| !h.host.leave_complete())
+        {
             if !self.step() {
                 break;
             }
@@ -265,6 +356,11 @@ impl Sim {
         self.groups.clear();
     }
 
+    /// Turns printing of membership notices on or off.
+    pub fn set_trace(&mut self, trace: bool) {
+        self.config.trace = trace;
+    }
+
     /// Sets the message loss probability from now on.
     pub fn set_loss(&mut self, loss: f64) {
         self.config.loss = loss;
@@ -276,11 +372,17 @@ impl Sim {
 
     fn schedule(&mut self, after: u64, event: Event) {
         self.seq += 1;
-        self.queue.push(Reverse(Scheduled { at: self.now + after, seq: self.seq, event }));
+        self.queue.push(Reverse(Scheduled {
+            at: self.now + after,
+            seq: self.seq,
+            event,
+        }));
     }
 
     fn delay(&mut self) -> u64 {
-        self.rng.random_range(self.config.min_delay_ms..=self.config.max_delay_ms.max(self.config.min_delay_ms))
+        self.rng.random_range(
+            self.config.min_delay_ms..=self.config.max_delay_ms.max(self.config.min_delay_ms),
+        )
     }
 
     fn lost(&mut self) -> bool {
@@ -292,15 +394,23 @@ impl Sim {
     }
 
     fn alive(&self, addr: &str, incarnation: u64) -> bool {
-        self.hosts.get(addr).is_some_and(|h| h.incarnation == incarnation)
+        self.hosts
+            .get(addr)
+            .is_some_and(|h| h.incarnation == incarnation)
     }
 
     /// Processes the next event. False when nothing is left to do.
     pub fn step(&mut self) -> bool {
-        let Some(Reverse(next)) = self.queue.pop() else { return false };
+        let Some(Reverse(next)) = self.queue.pop() else {
+            return false;
+        };
         self.now = next.at;
         match next.event {
-            Event::Tick { host, incarnation, timer } => {
+            Event::Tick {
+                host,
+                incarnation,
+                timer,
+            } => {
                 if !self.alive(&host, incarnation) {
                     return true;
                 }
@@ -311,22 +421,48 @@ impl Sim {
                 self.hosts.get_mut(&host).expect("alive").host.step(input);
                 self.dispatch(&host);
                 let jitter = self.rng.random_range(0..=period / 10);
-                self.schedule(period - period / 20 + jitter, Event::Tick { host, incarnation, timer });
+                self.schedule(
+                    period - period / 20 + jitter,
+                    Event::Tick {
+                        host,
+                        incarnation,
+                        timer,
+                    },
+                );
             }
-            Event::Deliver { from, incarnation, outgoing } => {
+            Event::Deliver {
+                from,
+                incarnation,
+                outgoing,
+            } => {
                 let to = outgoing.to.clone();
                 if !self.hosts.contains_key(&to) || !self.can_talk(&from, &to) {
                     return true;
                 }
                 let sim_host = self.hosts.get_mut(&to).expect("checked");
-                let response = sim_host.host.handle_request(outgoing.member, outgoing.request);
+                let response = sim_host
+                    .host
+                    .handle_request(outgoing.member, outgoing.request);
                 self.dispatch(&to);
                 if !self.lost() && self.can_talk(&to, &from) {
                     let delay = self.delay();
-                    self.schedule(delay, Event::Answer { to: from, incarnation, id: outgoing.id, response });
+                    self.schedule(
+                        delay,
+                        Event::Answer {
+                            to: from,
+                            incarnation,
+                            id: outgoing.id,
+                            response,
+                        },
+                    );
                 }
             }
-            Event::Answer { to, incarnation, id, response } => {
+            Event::Answer {
+                to,
+                incarnation,
+                id,
+                response,
+            } => {
                 if !self.alive(&to, incarnation) {
                     return true;
                 }
@@ -336,7 +472,11 @@ impl Sim {
                     self.dispatch(&to);
                 }
             }
-            Event::Timeout { host, incarnation, id } => {
+            Event::Timeout {
+                host,
+                incarnation,
+                id,
+            } => {
                 if !self.alive(&host, incarnation) {
                     return true;
                 }
@@ -353,41 +493,77 @@ impl Sim {
 
     /// Sends what `addr`'s host asked to send, and records the rest.
     fn dispatch(&mut self, addr: &str) {
-        let Some(sim_host) = self.hosts.get_mut(addr) else { return };
+        let Some(sim_host) = self.hosts.get_mut(addr) else {
+            return;
+        };
         let incarnation = sim_host.incarnation;
         let actions = sim_host.host.take_actions();
         for action in actions {
             match action {
                 Action::Send(outgoing) => {
                     self.stats.messages_sent += 1;
-                    self.hosts.get_mut(addr).expect("present").pending.insert(outgoing.id);
+                    self.hosts
+                        .get_mut(addr)
+                        .expect("present")
+                        .pending
+                        .insert(outgoing.id);
                     let timeout = self.config.timeout_ms;
-                    self.schedule(timeout, Event::Timeout { host: addr.to_string(), incarnation, id: outgoing.id });
+                    self.schedule(
+                        timeout,
+                        Event::Timeout {
+                            host: addr.to_string(),
+                            incarnation,
+                            id: outgoing.id,
+                        },
+                    );
                     if !self.lost() && self.can_talk(addr, &outgoing.to) {
                         let delay = self.delay();
-                        self.schedule(delay, Event::Deliver { from: addr.to_string(), incarnation, outgoing });
+                        self.schedule(
+                            delay,
+                            Event::Deliver {
+                                from: addr.to_string(),
+                                incarnation,
+                                outgoing,
+                            },
+                        );
                     }
                 }
                 Action::LookupDone { token, result } => {
                     self.lookup_results.insert(token, result);
                 }
-                Action::Notice(Notice::SuccessorDead { .. }) => self.stats.successor_deaths += 1,
-                Action::Notice(Notice::Orphaned { .. }) => self.stats.orphaned += 1,
-                Action::Notice(_) => {}
+                Action::Notice(notice) => {
+                    if self.config.trace {
+                        eprintln!("{:>8} ms {addr}: {notice:?}", self.now);
+                    }
+                    match notice {
+                        Notice::SuccessorDead { .. } => self.stats.successor_deaths += 1,
+                        Notice::Orphaned { .. } => self.stats.orphaned += 1,
+                        _ => {}
+                    }
+                }
             }
         }
     }
 
     /// Runs for `ms` simulated milliseconds.
     pub fn run_for(&mut self, ms: u64) {
-        self.run_for_checked(ms, |_| Ok::<(), ()>(())).expect("no check");
+        self.run_for_checked(ms, |_| Ok::<(), ()>(()))
+            .expect("no check");
     }
 
     /// Runs for `ms` simulated milliseconds, calling `check` after every
     /// event; stops at the first error.
-    pub fn run_for_checked<E>(&mut self, ms: u64, mut check: impl FnMut(&Sim) -> Result<(), E>) -> Result<(), E> {
+    pub fn run_for_checked<E>(
+        &mut self,
+        ms: u64,
+        mut check: impl FnMut(&Sim) -> Result<(), E>,
+    ) -> Result<(), E> {
         let deadline = self.now + ms;
-        while self.queue.peek().is_some_and(|Reverse(next)| next.at <= deadline) {
+        while self
+            .queue
+            .peek()
+            .is_some_and(|Reverse(next)| next.at <= deadline)
+        {
             self.step();
             check(self)?;
         }
@@ -398,7 +574,11 @@ impl Sim {
     /// Runs until the ring is converged, checking invariants after every
     /// event when `check` is set. Returns the simulated time taken, or the
     /// violation, or `None` if `limit_ms` passed first.
-    pub fn run_until_converged(&mut self, limit_ms: u64, check: bool) -> Result<Option<u64>, Violation> {
+    pub fn run_until_converged(
+        &mut self,
+        limit_ms: u64,
+        check: bool,
+    ) -> Result<Option<u64>, Violation> {
         let start = self.now;
         let deadline = start + limit_ms;
         // Convergence is checked every simulated 50 ms: checking it after
@@ -426,14 +606,20 @@ impl Sim {
     pub fn lookup(&mut self, from: &str, target: Id) -> Result<LookupOutcome, LookupError> {
         let token = self.next_token;
         self.next_token += 1;
-        self.hosts.get_mut(from).expect("a live host").host.start_lookup(target, token);
+        self.hosts
+            .get_mut(from)
+            .expect("a live host")
+            .host
+            .start_lookup(target, token);
         self.dispatch(from);
         loop {
             if let Some(result) = self.lookup_results.remove(&token) {
                 return result;
             }
             if !self.step() {
-                return Err(LookupError::NoRoute { unreachable: Vec::new() });
+                return Err(LookupError::NoRoute {
+                    unreachable: Vec::new(),
+                });
             }
         }
     }
@@ -454,7 +640,13 @@ impl Sim {
         let mut members: Vec<NodeRef> = self
             .hosts
             .values()
-            .flat_map(|h| h.host.members().iter().filter(|m| m.is_joined()).map(|m| m.me().clone()))
+            .flat_map(|h| {
+                h.host
+                    .members()
+                    .iter()
+                    .filter(|m| m.is_joined())
+                    .map(|m| m.me().clone())
+            })
             .collect();
         members.sort_by_key(|m| m.id);
         members
@@ -463,11 +655,18 @@ impl Sim {
     /// The live member that owns `key` (its successor among live members).
     pub fn true_owner(&self, key: Id) -> Option<NodeRef> {
         let members = self.live_members();
-        members.iter().find(|m| m.id >= key).or(members.first()).cloned()
+        members
+            .iter()
+            .find(|m| m.id >= key)
+            .or(members.first())
+            .cloned()
     }
 
     fn is_live(&self, node: &NodeRef) -> bool {
-        self.hosts.get(&node.addr).and_then(|h| h.host.member(node.id)).is_some_and(|m| m.is_joined())
+        self.hosts
+            .get(&node.addr)
+            .and_then(|h| h.host.member(node.id))
+            .is_some_and(|m| m.is_joined())
     }
 
     /// Checks the invariants that must hold after every step: one ring,
@@ -492,6 +691,13 @@ impl Sim {
         for sim_host in self.hosts.values() {
             for member in sim_host.host.members().iter().filter(|m| m.is_joined()) {
                 nodes.push(member.me().clone());
+                if !list_in_ring_order(member.id(), member.successors()) {
+                    let list = member.successors().to_vec();
+                    return Err(Violation::UnorderedList {
+                        member: member.me().clone(),
+                        list,
+                    });
+                }
                 match member.successors().iter().find(|s| self.is_live(s)) {
                     Some(successor) => {
                         best.insert(member.id(), successor.clone());
@@ -516,7 +722,10 @@ impl Sim {
             loop {
                 match state.get(&cursor.id) {
                     Some(1) => {
-                        let from = walk.iter().position(|n: &NodeRef| n.id == cursor.id).expect("on walk");
+                        let from = walk
+                            .iter()
+                            .position(|n: &NodeRef| n.id == cursor.id)
+                            .expect("on walk");
                         cycles.push(walk[from..].to_vec());
                         break;
                     }
@@ -535,6 +744,15 @@ impl Sim {
             }
         }
         match cycles.len() {
+            // Every path ends at a detached member: legal only while the
+            // failure assumption is broken, until it recovers.
+            0 if !strict && detached > 0 => {
+                return Ok(RingShape {
+                    cycle: Vec::new(),
+                    appendages: nodes.len() - detached,
+                    detached,
+                })
+            }
             0 => return Err(Violation::NoRing),
             1 => {}
             n => return Err(Violation::ManyRings(n)),
@@ -553,19 +771,34 @@ impl Sim {
             .sum();
         if laps != 1u128 << 64 {
             let laps = format!("{:.3}", laps as f64 / 2f64.powi(64));
-            return Err(Violation::Unordered { laps, len: cycle.len() });
+            return Err(Violation::Unordered {
+                laps,
+                len: cycle.len(),
+            });
         }
-        let lowest = cycle.iter().enumerate().min_by_key(|(_, n)| n.id).map(|(i, _)| i).expect("non-empty");
+        let lowest = cycle
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, n)| n.id)
+            .map(|(i, _)| i)
+            .expect("non-empty");
         cycle.rotate_left(lowest);
         let appendages = nodes.len() - cycle.len() - detached;
-        Ok(RingShape { cycle, appendages, detached })
+        Ok(RingShape {
+            cycle,
+            appendages,
+            detached,
+        })
     }
 
     /// The eventual goal: one ordered ring of every live member, with every
     /// successor list the next `r` members and every predecessor right.
     pub fn is_converged(&self) -> bool {
         let members = self.live_members();
-        let joined_everyone = self.hosts.values().all(|h| h.host.members().iter().all(|m| m.is_joined()));
+        let joined_everyone = self
+            .hosts
+            .values()
+            .all(|h| h.host.members().iter().all(|m| m.is_joined()));
         if members.is_empty() || !joined_everyone {
             return false;
         }
@@ -573,7 +806,9 @@ impl Sim {
         let r = self.config.ring.successors;
         for (index, node) in members.iter().enumerate() {
             let member = self.hosts[&node.addr].host.member(node.id).expect("live");
-            let expected: Vec<Id> = (1..=r.min(n)).map(|k| members[(index + k) % n].id).collect();
+            let expected: Vec<Id> = (1..=r.min(n))
+                .map(|k| members[(index + k) % n].id)
+                .collect();
             let actual: Vec<Id> = member.successors().iter().map(|s| s.id).collect();
             if actual != expected {
                 return false;

@@ -31,7 +31,10 @@ pub fn build_ring(config: SimConfig, hosts: usize, finger_target: f64) -> Sim {
         let limit = 600_000;
         match sim.run_until_converged(limit, false) {
             Ok(Some(_)) => {}
-            _ => panic!("ring of {} hosts did not converge in {limit} simulated ms", addrs.len()),
+            _ => panic!(
+                "ring of {} hosts did not converge in {limit} simulated ms",
+                addrs.len()
+            ),
         }
     }
     let deadline = sim.now() + 600_000;
@@ -75,7 +78,14 @@ pub fn lookup_hops(sim: &mut Sim, lookups: usize, seed: u64) -> HopStats {
     hops.sort_unstable();
     let mean = hops.iter().sum::<usize>() as f64 / hops.len().max(1) as f64;
     let p99 = hops.get(hops.len() * 99 / 100).copied().unwrap_or(0);
-    HopStats { hosts: hosts.len(), lookups, mean, p99, max: hops.last().copied().unwrap_or(0), wrong }
+    HopStats {
+        hosts: hosts.len(),
+        lookups,
+        mean,
+        p99,
+        max: hops.last().copied().unwrap_or(0),
+        wrong,
+    }
 }
 
 /// One stabilization round after a mass failure.
@@ -90,7 +100,13 @@ pub struct FailureRound {
 /// Crashes `fraction` of the hosts at once and, round by round, measures the
 /// fraction of wrong lookups until the ring has converged and lookups are
 /// all right again (or `max_rounds` pass).
-pub fn mass_failure(sim: &mut Sim, fraction: f64, lookups_per_round: usize, max_rounds: u64, seed: u64) -> Vec<FailureRound> {
+pub fn mass_failure(
+    sim: &mut Sim,
+    fraction: f64,
+    lookups_per_round: usize,
+    max_rounds: u64,
+    seed: u64,
+) -> Vec<FailureRound> {
     let mut rng = StdRng::seed_from_u64(seed);
     let hosts = sim.host_addrs();
     let victims = (hosts.len() as f64 * fraction).round() as usize;
@@ -107,7 +123,11 @@ pub fn mass_failure(sim: &mut Sim, fraction: f64, lookups_per_round: usize, max_
         let stats = lookup_hops(sim, lookups_per_round, seed + round);
         let converged = sim.is_converged();
         let wrong_fraction = stats.wrong as f64 / lookups_per_round as f64;
-        rounds.push(FailureRound { round, wrong_fraction, converged });
+        rounds.push(FailureRound {
+            round,
+            wrong_fraction,
+            converged,
+        });
         if converged && stats.wrong == 0 {
             break;
         }
@@ -132,7 +152,12 @@ pub struct LoadStats {
 pub fn key_load(hosts: usize, vnodes: u32, keys: usize) -> LoadStats {
     let mut members: Vec<(Id, usize)> = Vec::with_capacity(hosts * vnodes as usize);
     for host in 0..hosts {
-        let addr = format!("10.{}.{}.{}:7000", host >> 16, (host >> 8) & 255, host & 255);
+        let addr = format!(
+            "10.{}.{}.{}:7000",
+            host >> 16,
+            (host >> 8) & 255,
+            host & 255
+        );
         for index in 0..vnodes {
             members.push((Id::of_vnode(&addr, index), host));
         }
@@ -159,7 +184,10 @@ pub fn key_load(hosts: usize, vnodes: u32, keys: usize) -> LoadStats {
 pub fn experiment_config(seed: u64, r: usize) -> SimConfig {
     SimConfig {
         seed,
-        ring: ring::Config { successors: r, ..ring::Config::default() },
+        ring: ring::Config {
+            successors: r,
+            ..ring::Config::default()
+        },
         ..SimConfig::default()
     }
 }
