@@ -110,7 +110,7 @@ impl Lookup {
     }
 
     /// The next thing to do. `Ask` marks that process as asked.
-    pub fn next(&mut self) -> Next {
+    pub fn next_step(&mut self) -> Next {
         if let Some(outcome) = &self.outcome {
             return Next::Done(outcome.clone());
         }
@@ -206,7 +206,7 @@ mod tests {
             successors: vec![node(20, "b")],
         };
         let mut lookup = Lookup::new(Id(15), "a", local, 8);
-        match lookup.next() {
+        match lookup.next_step() {
             Next::Done(Ok(outcome)) => {
                 assert_eq!(outcome.owner(), &node(20, "b"));
                 assert_eq!(outcome.hops(), 0);
@@ -221,9 +221,9 @@ mod tests {
             candidates: vec![node(10, "b"), node(50, "c"), node(40, "d")],
         };
         let mut lookup = Lookup::new(Id(60), "a", local, 8);
-        assert_eq!(lookup.next(), Next::Ask("c".into()));
+        assert_eq!(lookup.next_step(), Next::Ask("c".into()));
         lookup.on_failure("c");
-        assert_eq!(lookup.next(), Next::Ask("d".into()));
+        assert_eq!(lookup.next_step(), Next::Ask("d".into()));
         lookup.on_answer(
             "d",
             Response::Found {
@@ -231,7 +231,7 @@ mod tests {
                 successors: vec![node(70, "f")],
             },
         );
-        match lookup.next() {
+        match lookup.next_step() {
             Next::Done(Ok(outcome)) => {
                 assert_eq!(outcome.owner().addr, "f");
                 assert_eq!(outcome.path, vec!["d".to_string()]);
@@ -246,7 +246,7 @@ mod tests {
             candidates: vec![node(10, "b")],
         };
         let mut lookup = Lookup::new(Id(60), "a", local, 8);
-        assert_eq!(lookup.next(), Next::Ask("b".into()));
+        assert_eq!(lookup.next_step(), Next::Ask("b".into()));
         lookup.on_answer(
             "b",
             Response::Closer {
@@ -254,7 +254,7 @@ mod tests {
             },
         );
         assert!(matches!(
-            lookup.next(),
+            lookup.next_step(),
             Next::Done(Err(LookupError::NoRoute { .. }))
         ));
     }
@@ -262,10 +262,10 @@ mod tests {
     #[test]
     fn a_dead_seed_is_reported() {
         let mut lookup = Lookup::via_seed(Id(1), "a", "seed:1".into(), 8);
-        assert_eq!(lookup.next(), Next::Ask("seed:1".into()));
+        assert_eq!(lookup.next_step(), Next::Ask("seed:1".into()));
         lookup.on_failure("seed:1");
         assert_eq!(
-            lookup.next(),
+            lookup.next_step(),
             Next::Done(Err(LookupError::NoRoute {
                 unreachable: vec!["seed:1".into()]
             }))
@@ -276,7 +276,7 @@ mod tests {
     fn hop_limit_stops_a_walk() {
         let mut lookup = Lookup::via_seed(Id(1_000), "origin", "p0".into(), 3);
         for hop in 0..3u64 {
-            let Next::Ask(addr) = lookup.next() else {
+            let Next::Ask(addr) = lookup.next_step() else {
                 panic!("stopped early")
             };
             lookup.on_answer(
@@ -286,6 +286,9 @@ mod tests {
                 },
             );
         }
-        assert_eq!(lookup.next(), Next::Done(Err(LookupError::TooManyHops(3))));
+        assert_eq!(
+            lookup.next_step(),
+            Next::Done(Err(LookupError::TooManyHops(3)))
+        );
     }
 }

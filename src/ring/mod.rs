@@ -1300,7 +1300,7 @@ impl Host {
         let Some(task) = self.lookups.get_mut(&id) else {
             return;
         };
-        match task.lookup.next() {
+        match task.lookup.next_step() {
             Next::Ask(addr) => {
                 task.asking = Some(addr.clone());
                 let target = task.lookup.target();
