@@ -275,11 +275,15 @@ pub async fn run(
     };
     let (health, health_service) = tonic_health::server::health_reporter();
     let (stop_serving, serving_stopped) = oneshot::channel::<()>();
+    // Every inbound message is bounded: per service (see `rpc`), per
+    // connection (concurrent requests and streams), and in header size.
     let server = tonic::transport::Server::builder()
         .timeout(config.rpc_timeout * 4)
         .concurrency_limit_per_connection(256)
+        .max_concurrent_streams(256)
+        .http2_max_header_list_size(16 * 1024)
         .tcp_nodelay(true)
-        .add_service(health_service)
+        .add_service(health_service.max_decoding_message_size(rpc::MAX_HEALTH_MESSAGE))
         .add_service(RingService::server(handle.clone()))
         .add_service(ApiService::server(handle))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
@@ -517,6 +521,82 @@ impl Owner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::rpc::pb;
+    use tonic::Code;
+
+    /// A node on an ephemeral loopback port, started in this process.
+    async fn start_node(dir: &Path) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<Result<()>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let config = NodeConfig {
+            advertise: addr.clone(),
+            bootstrap: vec![addr.clone()],
+            vnodes: 2,
+            ring: ring::Config::default(),
+            stabilize_interval: Duration::from_millis(50),
+            fix_fingers_interval: Duration::from_millis(50),
+            rpc_timeout: Duration::from_millis(500),
+            data_dir: dir.to_path_buf(),
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(run(config, listener, async {
+            stopped.await.ok();
+        }));
+        (addr, stop, task)
+    }
+
+    #[tokio::test]
+    async fn hostile_and_malformed_messages_get_clear_errors_and_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, stop, task) = start_node(dir.path()).await;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut ring = pb::ring_client::RingClient::new(channel.clone());
+        let mut api = pb::api_client::ApiClient::new(channel.clone());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = api.describe(pb::DescribeRequest {}).await.unwrap().into_inner();
+        let member = before.members[0].member.clone().unwrap().id;
+
+        // A notification from a malformed address.
+        let bad_from = pb::NotifyRequest { member, from: Some(pb::Member { id: 7, addr: "not an address".into() }) };
+        assert_eq!(ring.notify(bad_from).await.unwrap_err().code(), Code::InvalidArgument);
+        let missing_from = pb::NotifyRequest { member, from: None };
+        assert_eq!(ring.notify(missing_from).await.unwrap_err().code(), Code::InvalidArgument);
+        // A message far over the ring's size bound.
+        let huge = pb::NotifyRequest { member, from: Some(pb::Member { id: 7, addr: "a".repeat(100_000) }) };
+        let status = ring.notify(huge).await.unwrap_err();
+        assert!(matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted), "{status:?}");
+        // Keys: empty and oversized.
+        let empty = api.lookup(pb::LookupRequest { key: vec![] }).await.unwrap_err();
+        assert_eq!(empty.code(), Code::InvalidArgument);
+        let long = api.lookup(pb::LookupRequest { key: vec![b'k'; 1025] }).await.unwrap_err();
+        assert_eq!(long.code(), Code::InvalidArgument);
+        // A member id nobody has.
+        let stranger = ring.get_state(pb::MemberRequest { member: member ^ 1 }).await.unwrap().into_inner();
+        assert!(matches!(stranger.answer, Some(pb::state_reply::Answer::NotMember(_))));
+        // Raw garbage on the socket.
+        {
+            use tokio::io::AsyncWriteExt;
+            let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            socket.write_all(&[0xde, 0xad, 0xbe, 0xef].repeat(4096)).await.ok();
+        }
+
+        // The node still serves, and its ring state is untouched.
+        let after = api.describe(pb::DescribeRequest {}).await.unwrap().into_inner();
+        assert_eq!(before.members.len(), after.members.len());
+        for (b, a) in before.members.iter().zip(&after.members) {
+            assert_eq!(b.predecessor, a.predecessor);
+            assert_eq!(b.successors, a.successors);
+        }
+        let found = api.lookup(pb::LookupRequest { key: b"still here".to_vec() }).await.unwrap();
+        assert!(found.into_inner().owner.is_some());
+        stop.send(()).unwrap();
+        task.await.unwrap().unwrap();
+    }
 
     #[test]
     fn identity_survives_a_restart_and_refuses_a_different_vnode_count() {

@@ -37,6 +37,8 @@ pub const MAX_ADDR_LEN: usize = 255;
 pub const MAX_MEMBER_LIST: usize = 64;
 /// Longest accepted user key, in bytes.
 pub const MAX_KEY_LEN: usize = 1024;
+/// Largest health check request accepted (a service name).
+pub const MAX_HEALTH_MESSAGE: usize = 1024;
 /// Largest message a ring peer may send (they are all small).
 pub const MAX_RING_MESSAGE: usize = 64 * 1024;
 

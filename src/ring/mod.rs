@@ -567,20 +567,21 @@ impl Host {
                 successors: member.successors.clone(),
             };
         }
-        // Otherwise the closest preceding entries, best one per process.
-        let mut best: HashMap<&str, &NodeRef> = HashMap::new();
-        for entry in joined().flat_map(|m| m.known_entries()) {
-            if entry.addr == self.addr || entry.id == target {
-                continue;
+        // Otherwise the closest preceding entries, the best one per process.
+        let mut entries: Vec<&NodeRef> = joined()
+            .flat_map(|m| m.known_entries())
+            .filter(|entry| entry.id != target && entry.addr != self.addr)
+            .collect();
+        entries.sort_unstable_by_key(|entry| (entry.id.distance_to(target), entry.id));
+        let mut candidates: Vec<NodeRef> = Vec::with_capacity(self.config.lookup_candidates);
+        for entry in entries {
+            if candidates.len() == self.config.lookup_candidates {
+                break;
             }
-            let slot = best.entry(entry.addr.as_str()).or_insert(entry);
-            if entry.id.distance_to(target) < slot.id.distance_to(target) {
-                *slot = entry;
+            if !candidates.iter().any(|c| c.addr == entry.addr) {
+                candidates.push(entry.clone());
             }
         }
-        let mut candidates: Vec<NodeRef> = best.into_values().cloned().collect();
-        candidates.sort_by_key(|c| (c.id.distance_to(target), c.addr.clone()));
-        candidates.truncate(self.config.lookup_candidates);
         Response::Closer { candidates }
     }
 

@@ -164,6 +164,24 @@ pub enum Violation {
     UnorderedList { member: NodeRef, list: Vec<NodeRef> },
 }
 
+/// The live members sorted by id: the owner of a key is the first member at
+/// or after it, wrapping round.
+#[derive(Clone, Debug)]
+pub struct Owners {
+    members: Vec<NodeRef>,
+}
+
+impl Owners {
+    fn new(members: Vec<NodeRef>) -> Owners {
+        Owners { members }
+    }
+
+    pub fn owner(&self, key: Id) -> Option<&NodeRef> {
+        let position = self.members.partition_point(|m| m.id < key);
+        self.members.get(position).or(self.members.first())
+    }
+}
+
 /// Whether `list`, seen from `me`, goes clockwise and at most once round:
 /// each entry strictly further than the one before, and `me` itself only as
 /// the last entry (where a small ring's list comes back round).
@@ -604,24 +622,36 @@ impl Sim {
     /// Looks `target` up from the host at `from`, running the simulation
     /// until the lookup finishes.
     pub fn lookup(&mut self, from: &str, target: Id) -> Result<LookupOutcome, LookupError> {
-        let token = self.next_token;
-        self.next_token += 1;
-        self.hosts
-            .get_mut(from)
-            .expect("a live host")
-            .host
-            .start_lookup(target, token);
-        self.dispatch(from);
-        loop {
-            if let Some(result) = self.lookup_results.remove(&token) {
-                return result;
-            }
+        let mut results = self.lookup_many(&[(from.to_string(), target)]);
+        results.pop().expect("one lookup, one result")
+    }
+
+    /// Starts every lookup `(from, target)` at once and runs the simulation
+    /// until all have finished; results come back in the same order. Much
+    /// cheaper than one at a time in a large ring, whose background traffic
+    /// is then shared by all of them.
+    pub fn lookup_many(&mut self, lookups: &[(Addr, Id)]) -> Vec<Result<LookupOutcome, LookupError>> {
+        let mut tokens = Vec::with_capacity(lookups.len());
+        for (from, target) in lookups {
+            let token = self.next_token;
+            self.next_token += 1;
+            tokens.push(token);
+            self.hosts.get_mut(from).expect("a live host").host.start_lookup(*target, token);
+            self.dispatch(from);
+        }
+        while tokens.iter().any(|t| !self.lookup_results.contains_key(t)) {
             if !self.step() {
-                return Err(LookupError::NoRoute {
-                    unreachable: Vec::new(),
-                });
+                break;
             }
         }
+        tokens
+            .iter()
+            .map(|token| {
+                self.lookup_results
+                    .remove(token)
+                    .unwrap_or(Err(LookupError::NoRoute { unreachable: Vec::new() }))
+            })
+            .collect()
     }
 
     // ----- inspection -----------------------------------------------------
@@ -654,12 +684,13 @@ impl Sim {
 
     /// The live member that owns `key` (its successor among live members).
     pub fn true_owner(&self, key: Id) -> Option<NodeRef> {
-        let members = self.live_members();
-        members
-            .iter()
-            .find(|m| m.id >= key)
-            .or(members.first())
-            .cloned()
+        Owners::new(self.live_members()).owner(key).cloned()
+    }
+
+    /// A snapshot of who owns what, for answering many `owner` questions
+    /// about a ring that is not changing.
+    pub fn owners(&self) -> Owners {
+        Owners::new(self.live_members())
     }
 
     fn is_live(&self, node: &NodeRef) -> bool {
@@ -826,6 +857,7 @@ impl Sim {
     /// owner of their start.
     pub fn finger_accuracy(&self) -> f64 {
         let members = self.live_members();
+        let owners = Owners::new(members.clone());
         let (mut right, mut total) = (0u64, 0u64);
         for node in &members {
             let member = self.hosts[&node.addr].host.member(node.id).expect("live");
@@ -836,7 +868,7 @@ impl Sim {
                     continue; // covered by the successor list
                 }
                 total += 1;
-                let owner = self.true_owner(start).expect("non-empty");
+                let owner = owners.owner(start).expect("non-empty");
                 if finger.as_ref().is_some_and(|f| f.id == owner.id) {
                     right += 1;
                 }
