@@ -526,7 +526,13 @@ mod tests {
     use tonic::Code;
 
     /// A node on an ephemeral loopback port, started in this process.
-    async fn start_node(dir: &Path) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<Result<()>>) {
+    async fn start_node(
+        dir: &Path,
+    ) -> (
+        String,
+        oneshot::Sender<()>,
+        tokio::task::JoinHandle<Result<()>>,
+    ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let config = NodeConfig {
@@ -558,41 +564,93 @@ mod tests {
         let mut ring = pb::ring_client::RingClient::new(channel.clone());
         let mut api = pb::api_client::ApiClient::new(channel.clone());
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let before = api.describe(pb::DescribeRequest {}).await.unwrap().into_inner();
+        let before = api
+            .describe(pb::DescribeRequest {})
+            .await
+            .unwrap()
+            .into_inner();
         let member = before.members[0].member.clone().unwrap().id;
 
         // A notification from a malformed address.
-        let bad_from = pb::NotifyRequest { member, from: Some(pb::Member { id: 7, addr: "not an address".into() }) };
-        assert_eq!(ring.notify(bad_from).await.unwrap_err().code(), Code::InvalidArgument);
+        let bad_from = pb::NotifyRequest {
+            member,
+            from: Some(pb::Member {
+                id: 7,
+                addr: "not an address".into(),
+            }),
+        };
+        assert_eq!(
+            ring.notify(bad_from).await.unwrap_err().code(),
+            Code::InvalidArgument
+        );
         let missing_from = pb::NotifyRequest { member, from: None };
-        assert_eq!(ring.notify(missing_from).await.unwrap_err().code(), Code::InvalidArgument);
+        assert_eq!(
+            ring.notify(missing_from).await.unwrap_err().code(),
+            Code::InvalidArgument
+        );
         // A message far over the ring's size bound.
-        let huge = pb::NotifyRequest { member, from: Some(pb::Member { id: 7, addr: "a".repeat(100_000) }) };
+        let huge = pb::NotifyRequest {
+            member,
+            from: Some(pb::Member {
+                id: 7,
+                addr: "a".repeat(100_000),
+            }),
+        };
         let status = ring.notify(huge).await.unwrap_err();
-        assert!(matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted), "{status:?}");
+        assert!(
+            matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted),
+            "{status:?}"
+        );
         // Keys: empty and oversized.
-        let empty = api.lookup(pb::LookupRequest { key: vec![] }).await.unwrap_err();
+        let empty = api
+            .lookup(pb::LookupRequest { key: vec![] })
+            .await
+            .unwrap_err();
         assert_eq!(empty.code(), Code::InvalidArgument);
-        let long = api.lookup(pb::LookupRequest { key: vec![b'k'; 1025] }).await.unwrap_err();
+        let long = api
+            .lookup(pb::LookupRequest {
+                key: vec![b'k'; 1025],
+            })
+            .await
+            .unwrap_err();
         assert_eq!(long.code(), Code::InvalidArgument);
         // A member id nobody has.
-        let stranger = ring.get_state(pb::MemberRequest { member: member ^ 1 }).await.unwrap().into_inner();
-        assert!(matches!(stranger.answer, Some(pb::state_reply::Answer::NotMember(_))));
+        let stranger = ring
+            .get_state(pb::MemberRequest { member: member ^ 1 })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(matches!(
+            stranger.answer,
+            Some(pb::state_reply::Answer::NotMember(_))
+        ));
         // Raw garbage on the socket.
         {
             use tokio::io::AsyncWriteExt;
             let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
-            socket.write_all(&[0xde, 0xad, 0xbe, 0xef].repeat(4096)).await.ok();
+            socket
+                .write_all(&[0xde, 0xad, 0xbe, 0xef].repeat(4096))
+                .await
+                .ok();
         }
 
         // The node still serves, and its ring state is untouched.
-        let after = api.describe(pb::DescribeRequest {}).await.unwrap().into_inner();
+        let after = api
+            .describe(pb::DescribeRequest {})
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(before.members.len(), after.members.len());
         for (b, a) in before.members.iter().zip(&after.members) {
             assert_eq!(b.predecessor, a.predecessor);
             assert_eq!(b.successors, a.successors);
         }
-        let found = api.lookup(pb::LookupRequest { key: b"still here".to_vec() }).await.unwrap();
+        let found = api
+            .lookup(pb::LookupRequest {
+                key: b"still here".to_vec(),
+            })
+            .await
+            .unwrap();
         assert!(found.into_inner().owner.is_some());
         stop.send(()).unwrap();
         task.await.unwrap().unwrap();

@@ -282,3 +282,29 @@ fn the_same_seed_replays_the_same_run() {
     assert_eq!(run(11), run(11));
     assert_ne!(run(11), run(12), "the seed drives the run");
 }
+
+#[test]
+fn a_thousand_members_survive_churn_with_every_step_checked() {
+    // 250 processes with 4 virtual nodes each, grown by joins.
+    let config = SimConfig {
+        vnodes: 4,
+        ..config(13, 6)
+    };
+    let mut sim = chordal::sim::paper::build_ring(config, 250, 0.9);
+    assert_eq!(sim.live_members().len(), 1000);
+    let hosts = sim.host_addrs();
+    // 5% of the processes crash while 5 new ones join, and every event is
+    // followed by the full invariant check.
+    for victim in hosts.iter().step_by(20) {
+        sim.crash(victim);
+    }
+    for _ in 0..5 {
+        sim.add_host(&hosts[1..2]);
+    }
+    sim.run_for_checked(5_000, |sim| sim.check_ring().map(drop))
+        .unwrap_or_else(|v| panic!("under churn: {v} (seed {})", sim.config().seed));
+    let converged = sim.run_until_converged(CONVERGE_MS, false).unwrap();
+    assert!(converged.is_some(), "did not converge");
+    assert_eq!(sim.live_members().len(), (250 - 13 + 5) * 4);
+    assert_lookups_reach_owners(&mut sim, 200);
+}

@@ -140,8 +140,8 @@ struct SimHost {
 /// The shape of the ring at one instant, from [`Sim::check_ring`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RingShape {
-    /// Members on the one cycle, in ring order from the lowest id.
-    pub cycle: Vec<NodeRef>,
+    /// Ids of the members on the one cycle, in ring order from the lowest.
+    pub cycle: Vec<Id>,
     /// Live joined members not on the cycle (appendages).
     pub appendages: usize,
     /// Live joined members with no live successor (only legal while the
@@ -630,13 +630,20 @@ impl Sim {
     /// until all have finished; results come back in the same order. Much
     /// cheaper than one at a time in a large ring, whose background traffic
     /// is then shared by all of them.
-    pub fn lookup_many(&mut self, lookups: &[(Addr, Id)]) -> Vec<Result<LookupOutcome, LookupError>> {
+    pub fn lookup_many(
+        &mut self,
+        lookups: &[(Addr, Id)],
+    ) -> Vec<Result<LookupOutcome, LookupError>> {
         let mut tokens = Vec::with_capacity(lookups.len());
         for (from, target) in lookups {
             let token = self.next_token;
             self.next_token += 1;
             tokens.push(token);
-            self.hosts.get_mut(from).expect("a live host").host.start_lookup(*target, token);
+            self.hosts
+                .get_mut(from)
+                .expect("a live host")
+                .host
+                .start_lookup(*target, token);
             self.dispatch(from);
         }
         while tokens.iter().any(|t| !self.lookup_results.contains_key(t)) {
@@ -649,7 +656,9 @@ impl Sim {
             .map(|token| {
                 self.lookup_results
                     .remove(token)
-                    .unwrap_or(Err(LookupError::NoRoute { unreachable: Vec::new() }))
+                    .unwrap_or(Err(LookupError::NoRoute {
+                        unreachable: Vec::new(),
+                    }))
             })
             .collect()
     }
@@ -693,17 +702,10 @@ impl Sim {
         Owners::new(self.live_members())
     }
 
-    fn is_live(&self, node: &NodeRef) -> bool {
-        self.hosts
-            .get(&node.addr)
-            .and_then(|h| h.host.member(node.id))
-            .is_some_and(|m| m.is_joined())
-    }
-
     /// Checks the invariants that must hold after every step: one ring,
-    /// ordered, every live member with a live successor. (A lone member that
-    /// is its own successor while newcomers hang off it is a legal state:
-    /// it is how every ring begins.)
+    /// ordered, every live member with a live successor, every successor
+    /// list in ring order. (A lone member that is its own successor while
+    /// newcomers hang off it is a legal state: it is how every ring begins.)
     pub fn check_ring(&self) -> Result<RingShape, Violation> {
         self.ring_shape(true)
     }
@@ -716,62 +718,71 @@ impl Sim {
     }
 
     fn ring_shape(&self, strict: bool) -> Result<RingShape, Violation> {
-        let mut best: HashMap<Id, NodeRef> = HashMap::new();
-        let mut nodes: Vec<NodeRef> = Vec::new();
-        let mut detached = 0;
+        // Index every live joined member; the check runs after every event
+        // of rings of thousands, so it works on indices, not clones.
+        let mut nodes: Vec<&ring::Member> = Vec::new();
         for sim_host in self.hosts.values() {
-            for member in sim_host.host.members().iter().filter(|m| m.is_joined()) {
-                nodes.push(member.me().clone());
-                if !list_in_ring_order(member.id(), member.successors()) {
-                    let list = member.successors().to_vec();
-                    return Err(Violation::UnorderedList {
-                        member: member.me().clone(),
-                        list,
-                    });
-                }
-                match member.successors().iter().find(|s| self.is_live(s)) {
-                    Some(successor) => {
-                        best.insert(member.id(), successor.clone());
-                    }
-                    None if strict => return Err(Violation::NoLiveSuccessor(member.me().clone())),
-                    None => detached += 1,
-                }
-            }
+            nodes.extend(sim_host.host.members().iter().filter(|m| m.is_joined()));
         }
-        if best.is_empty() {
+        let index_of: HashMap<Id, usize> =
+            nodes.iter().enumerate().map(|(i, m)| (m.id(), i)).collect();
+        let live = |entry: &NodeRef| {
+            index_of
+                .get(&entry.id)
+                .filter(|&&i| nodes[i].me().addr == entry.addr)
+                .copied()
+        };
+        let mut best: Vec<Option<usize>> = Vec::with_capacity(nodes.len());
+        let mut detached = 0;
+        for member in &nodes {
+            if !list_in_ring_order(member.id(), member.successors()) {
+                let list = member.successors().to_vec();
+                return Err(Violation::UnorderedList {
+                    member: member.me().clone(),
+                    list,
+                });
+            }
+            let successor = member.successors().iter().find_map(|s| live(s));
+            if successor.is_none() {
+                if strict {
+                    return Err(Violation::NoLiveSuccessor(member.me().clone()));
+                }
+                detached += 1;
+            }
+            best.push(successor);
+        }
+        if nodes.is_empty() {
             return Err(Violation::NoRing);
         }
         // Walk the functional graph of best successors and find its cycles.
-        let mut state: HashMap<Id, u8> = HashMap::new(); // 1 = on the current walk, 2 = done
-        let mut cycles: Vec<Vec<NodeRef>> = Vec::new();
-        for start in &nodes {
-            if state.contains_key(&start.id) {
+        const UNSEEN: u8 = 0;
+        const ON_WALK: u8 = 1;
+        const DONE: u8 = 2;
+        let mut state = vec![UNSEEN; nodes.len()];
+        let mut cycles: Vec<Vec<usize>> = Vec::new();
+        let mut walk: Vec<usize> = Vec::new();
+        for start in 0..nodes.len() {
+            if state[start] != UNSEEN {
                 continue;
             }
-            let mut walk = Vec::new();
-            let mut cursor = start.clone();
-            loop {
-                match state.get(&cursor.id) {
-                    Some(1) => {
-                        let from = walk
-                            .iter()
-                            .position(|n: &NodeRef| n.id == cursor.id)
-                            .expect("on walk");
+            walk.clear();
+            let mut cursor = Some(start);
+            while let Some(at) = cursor {
+                match state[at] {
+                    ON_WALK => {
+                        let from = walk.iter().position(|&n| n == at).expect("on the walk");
                         cycles.push(walk[from..].to_vec());
                         break;
                     }
-                    Some(_) => break,
-                    None => {}
+                    DONE => break,
+                    _ => {}
                 }
-                state.insert(cursor.id, 1);
-                walk.push(cursor.clone());
-                match best.get(&cursor.id) {
-                    Some(next) => cursor = next.clone(),
-                    None => break, // detached: the walk ends here
-                }
+                state[at] = ON_WALK;
+                walk.push(at);
+                cursor = best[at]; // None: detached, the walk ends here
             }
-            for node in &walk {
-                state.insert(node.id, 2);
+            for &node in &walk {
+                state[node] = DONE;
             }
         }
         match cycles.len() {
@@ -782,21 +793,21 @@ impl Sim {
                     cycle: Vec::new(),
                     appendages: nodes.len() - detached,
                     detached,
-                })
+                });
             }
             0 => return Err(Violation::NoRing),
             1 => {}
             n => return Err(Violation::ManyRings(n)),
         }
-        let mut cycle = cycles.pop().expect("one");
+        let cycle = cycles.pop().expect("one");
         let laps: u128 = cycle
             .iter()
             .enumerate()
-            .map(|(index, node)| {
-                let next = &cycle[(index + 1) % cycle.len()];
-                match node.id.distance_to(next.id) {
+            .map(|(position, &node)| {
+                let next = cycle[(position + 1) % cycle.len()];
+                match nodes[node].id().distance_to(nodes[next].id()) {
                     0 => 1u128 << 64,
-                    d => d as u128,
+                    gap => gap as u128,
                 }
             })
             .sum();
@@ -807,10 +818,11 @@ impl Sim {
                 len: cycle.len(),
             });
         }
+        let mut cycle: Vec<Id> = cycle.iter().map(|&i| nodes[i].id()).collect();
         let lowest = cycle
             .iter()
             .enumerate()
-            .min_by_key(|(_, n)| n.id)
+            .min_by_key(|(_, id)| **id)
             .map(|(i, _)| i)
             .expect("non-empty");
         cycle.rotate_left(lowest);

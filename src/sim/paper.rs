@@ -68,7 +68,12 @@ pub fn lookup_hops(sim: &mut Sim, lookups: usize, seed: u64) -> HopStats {
     let mut remaining = lookups;
     while remaining > 0 {
         let batch: Vec<(String, Id)> = (0..remaining.min(500))
-            .map(|_| (hosts[rng.random_range(0..hosts.len())].clone(), Id(rng.random())))
+            .map(|_| {
+                (
+                    hosts[rng.random_range(0..hosts.len())].clone(),
+                    Id(rng.random()),
+                )
+            })
             .collect();
         remaining -= batch.len();
         for ((_, key), result) in batch.iter().zip(sim.lookup_many(&batch)) {
