@@ -742,7 +742,7 @@ impl Sim {
                     list,
                 });
             }
-            let successor = member.successors().iter().find_map(|s| live(s));
+            let successor = member.successors().iter().find_map(&live);
             if successor.is_none() {
                 if strict {
                     return Err(Violation::NoLiveSuccessor(member.me().clone()));
