@@ -191,6 +191,9 @@ fn write_atomically(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
+/// Client lookups one node runs at once.
+const MAX_CLIENT_LOOKUPS: usize = 1024;
+
 // ----- the owner task's interface -------------------------------------------
 
 enum Command {
@@ -325,24 +328,34 @@ struct Owner {
 
 impl Owner {
     async fn run(mut self, mut inbox: mpsc::Receiver<Command>, shutdown: impl Future<Output = ()>) {
-        let mut stabilize = tokio::time::interval(self.config.stabilize_interval);
-        stabilize.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut fix_fingers = tokio::time::interval(self.config.fix_fingers_interval);
-        fix_fingers.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Timers with ±20% jitter: two processes whose ticks fell together
+        // would otherwise query each other while both are busy, and answer
+        // each other `Pending`, on every tick for ever.
+        let jittered = |period: Duration| {
+            let factor = 0.8 + rand::random::<f64>() * 0.4;
+            tokio::time::Instant::now() + period.mul_f64(factor)
+        };
+        let stabilize = tokio::time::sleep(Duration::ZERO);
+        let fix_fingers = tokio::time::sleep_until(jittered(self.config.fix_fingers_interval));
+        tokio::pin!(stabilize, fix_fingers);
         let mut ticks: u64 = 0;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 Some(command) = inbox.recv() => self.on_command(command),
-                _ = stabilize.tick() => {
+                _ = &mut stabilize => {
+                    stabilize.as_mut().reset(jittered(self.config.stabilize_interval));
                     self.host.step(Input::StabilizeTick);
                     ticks += 1;
                     if ticks % 20 == 0 {
                         self.save_peers();
                     }
                 }
-                _ = fix_fingers.tick() => self.host.step(Input::FixFingersTick),
+                _ = &mut fix_fingers => {
+                    fix_fingers.as_mut().reset(jittered(self.config.fix_fingers_interval));
+                    self.host.step(Input::FixFingersTick);
+                }
             }
             self.dispatch().await;
         }
@@ -378,6 +391,14 @@ impl Owner {
                 reply.send(response).ok();
             }
             Command::Lookup { target, reply } => {
+                // Callers that gave up are forgotten; a flood of lookups is
+                // refused rather than queued without bound.
+                self.lookups.retain(|_, waiting| !waiting.is_closed());
+                if self.lookups.len() >= MAX_CLIENT_LOOKUPS {
+                    let busy = LookupError::Busy(MAX_CLIENT_LOOKUPS);
+                    reply.send(Err(busy)).ok();
+                    return;
+                }
                 let token = self.next_token;
                 self.next_token += 1;
                 self.lookups.insert(token, reply);

@@ -37,6 +37,8 @@ pub const MAX_ADDR_LEN: usize = 255;
 pub const MAX_MEMBER_LIST: usize = 64;
 /// Longest accepted user key, in bytes.
 pub const MAX_KEY_LEN: usize = 1024;
+/// Most peer channels kept open at once.
+pub const MAX_POOLED_CHANNELS: usize = 1024;
 /// Largest health check request accepted (a service name).
 pub const MAX_HEALTH_MESSAGE: usize = 1024;
 /// Largest message a ring peer may send (they are all small).
@@ -402,6 +404,12 @@ impl Pool {
             .timeout(self.timeout)
             .tcp_nodelay(true);
         let channel = endpoint.connect_lazy();
+        if channels.len() >= MAX_POOLED_CHANNELS {
+            // Peers' answers can name any address; never let them grow the
+            // pool without bound. Dropping a channel only costs a redial.
+            let victim = channels.keys().next().cloned().expect("non-empty");
+            channels.remove(&victim);
+        }
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }

@@ -6,7 +6,8 @@
 //! target, by clockwise distance). The lookup always asks the best untried
 //! candidate it knows, so a dead or unhelpful hop costs one step and the next
 //! best is tried instead; no process is asked twice, and a hop limit bounds
-//! the walk even when tables are badly wrong.
+//! the walk even when tables are badly wrong: it counts every ask, answered
+//! or not.
 //!
 //! Hops are counted per physical process: the number of `FindStep` requests
 //! that received an answer. A lookup answered from the starting process's own
@@ -15,6 +16,9 @@
 use super::message::{Addr, NodeRef, Response};
 use crate::id::Id;
 use std::collections::HashSet;
+
+/// At most this many candidates are taken from one answer.
+pub const MAX_CANDIDATES_PER_ANSWER: usize = 8;
 
 /// Where a lookup ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +51,8 @@ pub enum LookupError {
     NoRoute { unreachable: Vec<Addr> },
     #[error("lookup exceeded {0} hops")]
     TooManyHops(usize),
+    #[error("this node is already running {0} lookups; try again")]
+    Busy(usize),
 }
 
 /// What the driver of a lookup should do next.
@@ -114,7 +120,9 @@ impl Lookup {
         if let Some(outcome) = &self.outcome {
             return Next::Done(outcome.clone());
         }
-        if self.path.len() >= self.max_hops {
+        // Unanswered asks count too: a peer naming many dead or bogus
+        // members must not keep a lookup going for ever.
+        if self.path.len() + self.unreachable.len() >= self.max_hops {
             return self.finish(Err(LookupError::TooManyHops(self.max_hops)));
         }
         if let Some(seed) = self.seed.take() {
@@ -178,6 +186,7 @@ impl Lookup {
                 self.candidates.extend(
                     candidates
                         .into_iter()
+                        .take(MAX_CANDIDATES_PER_ANSWER)
                         .filter(|c| c.id != target && !self.asked.contains(&c.addr)),
                 );
             }
@@ -270,6 +279,24 @@ mod tests {
                 unreachable: vec!["seed:1".into()]
             }))
         );
+    }
+
+    #[test]
+    fn unanswered_asks_count_against_the_hop_limit() {
+        // A peer names many members that never answer.
+        let bogus: Vec<NodeRef> = (0..50).map(|i| node(i, &format!("bogus{i}"))).collect();
+        let mut lookup = Lookup::new(
+            Id(1_000),
+            "origin",
+            Response::Closer { candidates: bogus },
+            5,
+        );
+        let mut asks = 0;
+        while let Next::Ask(addr) = lookup.next_step() {
+            asks += 1;
+            lookup.on_failure(&addr);
+        }
+        assert_eq!(asks, 5);
     }
 
     #[test]

@@ -251,6 +251,18 @@ struct JoinProgress {
     seed_cursor: usize,
 }
 
+/// Progress of a recovery.
+#[derive(Clone, Debug)]
+struct Recovery {
+    /// Candidates not asked yet, nearest after us first.
+    rest: Vec<NodeRef>,
+    /// The list adopted from the nearest candidate that answered but named
+    /// us: used only if no candidate ahead of us answers without naming us.
+    fallback: Option<Vec<NodeRef>>,
+    /// Candidates that answered `Pending` and were put back once.
+    busy: Vec<Id>,
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     /// Looking up our own id.
@@ -284,7 +296,7 @@ enum Op {
     /// Every successor is dead: asking the nearest known members after us.
     Recover {
         asking: NodeRef,
-        rest: Vec<NodeRef>,
+        recovery: Recovery,
         request: RequestId,
     },
 }
@@ -586,7 +598,16 @@ impl Host {
     }
 
     fn on_leaving(&mut self, index: usize, leaving: NodeRef) {
-        if !self.departed.iter().any(|d| d.node.id == leaving.id) {
+        let member = &self.members[index];
+        let is_neighbour = |node: &NodeRef| node.id == leaving.id && node.addr == leaving.addr;
+        // Only a neighbour's own departure counts: nobody else can make a
+        // member drop the pointers it relies on.
+        if !member.predecessor.as_ref().is_some_and(is_neighbour)
+            && !member.successors.iter().any(is_neighbour)
+        {
+            return;
+        }
+        if !self.is_departed(leaving.id) {
             self.departed.push(Lost {
                 node: leaving.clone(),
                 ticks_left: Self::DEPARTED_TICKS,
@@ -596,19 +617,22 @@ impl Host {
             }
         }
         let member = &mut self.members[index];
+        let me = member.me.id;
         let was_predecessor = member
             .predecessor
             .as_ref()
             .is_some_and(|p| p.id == leaving.id);
-        // Keep at least one successor entry: if the leaver was the only one,
-        // stabilize finds it gone and recovers properly.
-        if member.successors.len() > 1
-            || member
-                .successors
-                .first()
-                .is_some_and(|s| s.id != leaving.id)
-        {
-            member.successors.retain(|s| s.id != leaving.id);
+        // Drop the leaver from the list only if a successor other than
+        // ourselves remains; otherwise stabilize finds it gone and goes
+        // through recovery, which checks before concluding we are alone.
+        let remaining: Vec<NodeRef> = member
+            .successors
+            .iter()
+            .filter(|s| s.id != leaving.id)
+            .cloned()
+            .collect();
+        if remaining.first().is_some_and(|head| head.id != me) {
+            member.successors = remaining;
         }
         for finger in &mut member.fingers {
             if finger.as_ref().is_some_and(|f| f.id == leaving.id) {
@@ -616,13 +640,7 @@ impl Host {
             }
         }
         if was_predecessor {
-            let from = member.predecessor.take();
-            let id = member.me.id;
-            self.notice(Notice::PredecessorChanged {
-                member: id,
-                from,
-                to: None,
-            });
+            self.set_predecessor(index, None);
         }
         if self.members[index].op.is_none() && self.members[index].is_joined() {
             self.start_stabilize(index);
@@ -877,48 +895,70 @@ impl Host {
         let member = &mut self.members[index];
         member.forget(dead.id);
         let id = member.me.id;
+        // Keep the dead entry as a placeholder while recovering, so that the
+        // member stays in the ring (answering `Ping`, and `Pending` to
+        // `GetState`) instead of looking dead to its own neighbours.
+        let exhausted = member.successors.is_empty();
+        if exhausted {
+            member.successors.push(dead.clone());
+        }
+        let alone = member.successors[0].id == id;
         self.notice(Notice::SuccessorDead { member: id, dead });
-        self.end_op(index);
-        let member = &self.members[index];
-        match member.successors.first() {
+        // A new operation follows at once; a notification that waited for
+        // the old one keeps waiting for the new one.
+        self.clear_op(index);
+        if exhausted || alone {
             // The list ran out, or came round to us: before concluding that
             // we are alone, make sure nobody we know of ahead of us is alive
             // (lists can skip live members after false suspicions, and a
             // member that wrongly believes itself alone splits the ring).
-            None => self.start_recover(index),
-            Some(head) if head.id == member.me.id => self.start_recover(index),
-            Some(_) => self.start_stabilize(index),
+            self.start_recover(index);
+        } else {
+            self.start_stabilize(index);
         }
     }
 
     // ----- recover --------------------------------------------------------
 
     /// Every successor is dead. Ask the members this process knows of, the
-    /// nearest after us first, and adopt the first that answers; stabilize
-    /// then walks back to the true successor. Never adopt ourselves.
+    /// nearest after us first, and adopt the first that answers with a list
+    /// that does not name us; stabilize then walks back to the true
+    /// successor. Never adopt ourselves unless our own list said the ring
+    /// comes round to us and nobody else answers.
     fn start_recover(&mut self, index: usize) {
         let me = self.members[index].me.id;
+        let presumed_dead: HashSet<Id> = self.lost.iter().map(|l| l.node.id).collect();
+        let placeholder = self.members[index].successors[0].id;
         let mut candidates: Vec<NodeRef> = Vec::new();
         for member in &self.members {
             let own = std::iter::once(&member.me).filter(|_| member.is_joined());
             for entry in own.chain(member.known_entries()) {
-                if entry.id != me && !candidates.iter().any(|c| c.id == entry.id) {
+                let useless =
+                    entry.id == me || entry.id == placeholder || presumed_dead.contains(&entry.id);
+                if !useless && !candidates.iter().any(|c| c.id == entry.id) {
                     candidates.push(entry.clone());
                 }
             }
         }
         candidates.sort_by_key(|c| me.distance_to(c.id));
-        self.recover_next(index, candidates);
+        let recovery = Recovery {
+            rest: candidates,
+            fallback: None,
+            busy: Vec::new(),
+        };
+        self.recover_next(index, recovery);
     }
 
-    fn recover_next(&mut self, index: usize, mut candidates: Vec<NodeRef>) {
-        if candidates.is_empty() {
+    fn recover_next(&mut self, index: usize, mut recovery: Recovery) {
+        if recovery.rest.is_empty() {
+            if let Some(list) = recovery.fallback {
+                // Everyone who answered names us among its next successors:
+                // the ring really is that small. Take the nearest of them.
+                self.finish_stabilize(index, list);
+                return;
+            }
             let member = &mut self.members[index];
-            if member
-                .successors
-                .first()
-                .is_some_and(|s| s.id == member.me.id)
-            {
+            if member.successors[0].id == member.me.id {
                 // The list said the ring comes round to us, and nobody ahead
                 // of us answers: we really are alone.
                 let me = member.me.clone();
@@ -938,13 +978,13 @@ impl Host {
             self.notice(Notice::Orphaned { member: id });
             return;
         }
-        let asking = candidates.remove(0);
+        let asking = recovery.rest.remove(0);
         let request = self.send(&asking, Request::GetState, Waiter::Member(index));
         self.set_op(
             index,
             Op::Recover {
                 asking,
-                rest: candidates,
+                recovery,
                 request,
             },
         );
@@ -1201,12 +1241,26 @@ impl Host {
                 candidate,
                 fallback,
                 ..
-            } => match state {
-                Some((_, list)) => {
+            } => match (state, response) {
+                (Some((_, list)), _) => {
                     let adopted = successor_list(&me, &candidate, &list, r);
                     self.finish_stabilize(index, adopted);
                 }
-                None => self.finish_stabilize(index, fallback),
+                (None, Some(Response::Pending)) => self.finish_stabilize(index, fallback),
+                (None, _) => {
+                    // A lone member asks its predecessor; one that does not
+                    // answer is dropped, or the member would ask it forever.
+                    let member = &self.members[index];
+                    if member
+                        .predecessor
+                        .as_ref()
+                        .is_some_and(|p| p.id == candidate.id)
+                    {
+                        self.remember_lost(&candidate);
+                        self.set_predecessor(index, None);
+                    }
+                    self.finish_stabilize(index, fallback);
+                }
             },
             Op::Rectify {
                 candidate,
@@ -1240,16 +1294,37 @@ impl Host {
                     self.end_op(index);
                 }
             },
-            Op::Recover { asking, rest, .. } => match state {
+            Op::Recover {
+                asking,
+                mut recovery,
+                ..
+            } => match (state, response) {
                 // A member whose own list names us lies *behind* us (we are
-                // among its next successors): adopting it would close a
-                // small loop that splits the ring. Only a member ahead of
-                // us will do.
-                Some((_, list)) if !list.iter().any(|s| s.id == me.id) => {
+                // among its next successors): adopting it at once could
+                // close a small loop that splits the ring, so a member ahead
+                // of us that does not name us is preferred; the nearest one
+                // that names us is kept in case nobody else answers.
+                (Some((_, list)), _) => {
                     let adopted = successor_list(&me, &asking, &list, r);
-                    self.finish_stabilize(index, adopted);
+                    if !list.iter().any(|s| s.id == me.id) {
+                        self.finish_stabilize(index, adopted);
+                    } else {
+                        recovery.fallback.get_or_insert(adopted);
+                        self.recover_next(index, recovery);
+                    }
                 }
-                _ => self.recover_next(index, rest),
+                (None, Some(Response::Pending)) => {
+                    // Alive but busy: ask again once, after the others.
+                    if !recovery.busy.contains(&asking.id) {
+                        recovery.busy.push(asking.id);
+                        recovery.rest.push(asking);
+                    }
+                    self.recover_next(index, recovery);
+                }
+                _ => {
+                    self.remember_lost(&asking);
+                    self.recover_next(index, recovery);
+                }
             },
         }
     }
@@ -1257,6 +1332,14 @@ impl Host {
     fn set_op(&mut self, index: usize, op: Op) {
         let member = &mut self.members[index];
         member.op = Some(op);
+        member.op_age = 0;
+    }
+
+    /// Forgets the outstanding operation, leaving any deferred notification
+    /// for the operation that replaces it.
+    fn clear_op(&mut self, index: usize) {
+        let member = &mut self.members[index];
+        member.op = None;
         member.op_age = 0;
     }
 

@@ -319,3 +319,52 @@ fn successor_list_stops_where_a_stale_list_goes_backwards() {
         vec![node(10, "a"), node(30, "b")]
     );
 }
+
+#[test]
+fn only_a_neighbour_can_announce_its_own_departure() {
+    let mut hosts = BTreeMap::new();
+    hosts.insert(
+        "a:1".to_string(),
+        Host::new("a:1", &[Id(100)], &[], config(3)),
+    );
+    hosts.insert(
+        "b:1".to_string(),
+        Host::new("b:1", &[Id(200)], &["a:1".to_string()], config(3)),
+    );
+    hosts.insert(
+        "c:1".to_string(),
+        Host::new("c:1", &[Id(300)], &["a:1".to_string()], config(3)),
+    );
+    tick(&mut hosts, 6);
+    let a = hosts.get_mut("a:1").unwrap();
+    let before = a.member(Id(100)).unwrap().clone();
+    // A stranger, and a neighbour's id with the wrong address, change nothing.
+    a.handle_request(
+        Some(Id(100)),
+        Request::Leaving {
+            leaving: node(250, "x:1"),
+        },
+    );
+    a.handle_request(
+        Some(Id(100)),
+        Request::Leaving {
+            leaving: node(200, "evil:1"),
+        },
+    );
+    let after = a.member(Id(100)).unwrap();
+    assert_eq!(before.successors(), after.successors());
+    assert_eq!(before.predecessor(), after.predecessor());
+    // The real successor leaving is dropped at once.
+    a.handle_request(
+        Some(Id(100)),
+        Request::Leaving {
+            leaving: node(200, "b:1"),
+        },
+    );
+    assert!(a
+        .member(Id(100))
+        .unwrap()
+        .successors()
+        .iter()
+        .all(|s| s.id != Id(200)));
+}
