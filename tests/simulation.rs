@@ -61,6 +61,15 @@ fn converge(sim: &mut Sim, what: &str) -> u64 {
     }
 }
 
+fn ids_of(sim: &Sim, addr: &str) -> Vec<Id> {
+    sim.host(addr)
+        .unwrap()
+        .members()
+        .iter()
+        .map(|m| m.id())
+        .collect()
+}
+
 /// Every key looked up from every host reaches its true owner.
 fn assert_lookups_reach_owners(sim: &mut Sim, keys: usize) {
     let hosts = sim.host_addrs();
@@ -213,25 +222,13 @@ fn a_member_whose_whole_successor_list_dies_routes_around_without_collapsing() {
 fn a_restarted_host_rejoins_with_its_old_identity() {
     let (mut sim, addrs) = grown_ring(config(9, 4), 8);
     let victim = addrs[3].clone();
-    let ids: Vec<Id> = sim
-        .host(&victim)
-        .unwrap()
-        .members()
-        .iter()
-        .map(|m| m.id())
-        .collect();
+    let ids = ids_of(&sim, &victim);
     sim.crash(&victim);
     converge(&mut sim, "without the victim");
     assert_eq!(sim.live_members().len(), 7);
     sim.restart(&victim);
     converge(&mut sim, "after the restart");
-    let back: Vec<Id> = sim
-        .host(&victim)
-        .unwrap()
-        .members()
-        .iter()
-        .map(|m| m.id())
-        .collect();
+    let back = ids_of(&sim, &victim);
     assert_eq!(ids, back);
     assert_eq!(sim.live_members().len(), 8);
 }

@@ -1023,6 +1023,15 @@ impl Host {
         }
     }
 
+    /// `dead` did not answer: if it is still our predecessor, replace it.
+    fn predecessor_dead(&mut self, index: usize, dead: &NodeRef, replacement: Option<NodeRef>) {
+        let member = &self.members[index];
+        if member.predecessor.as_ref().is_some_and(|p| p.id == dead.id) {
+            self.remember_lost(dead);
+            self.set_predecessor(index, replacement);
+        }
+    }
+
     fn set_predecessor(&mut self, index: usize, to: Option<NodeRef>) {
         let member = &mut self.members[index];
         let from = std::mem::replace(&mut member.predecessor, to.clone());
@@ -1250,15 +1259,7 @@ impl Host {
                 (None, _) => {
                     // A lone member asks its predecessor; one that does not
                     // answer is dropped, or the member would ask it forever.
-                    let member = &self.members[index];
-                    if member
-                        .predecessor
-                        .as_ref()
-                        .is_some_and(|p| p.id == candidate.id)
-                    {
-                        self.remember_lost(&candidate);
-                        self.set_predecessor(index, None);
-                    }
+                    self.predecessor_dead(index, &candidate, None);
                     self.finish_stabilize(index, fallback);
                 }
             },
@@ -1282,15 +1283,7 @@ impl Host {
                     );
                 }
                 _ => {
-                    let member = &self.members[index];
-                    if member
-                        .predecessor
-                        .as_ref()
-                        .is_some_and(|p| p.id == checking.id)
-                    {
-                        self.remember_lost(&checking);
-                        self.set_predecessor(index, Some(candidate));
-                    }
+                    self.predecessor_dead(index, &checking, Some(candidate));
                     self.end_op(index);
                 }
             },
