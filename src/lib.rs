@@ -18,5 +18,6 @@ pub mod node;
 pub mod ring;
 pub mod rpc;
 pub mod sim;
+pub mod store;
 
 pub use error::{Error, Result};

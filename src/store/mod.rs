@@ -1,0 +1,239 @@
+//! Storage: records laid out by ring position, behind a small engine trait.
+//!
+//! A stored key is the 8 big-endian bytes of the user key's ring id followed
+//! by the user key itself, so byte order is ring order and the keys of an
+//! arc `(a, b]` are one contiguous range (two when the arc wraps past zero).
+//! [`Engine`] is the few byte-level operations a store needs; [`RocksEngine`]
+//! keeps them on disk and [`MemoryEngine`] in memory for simulation, and a
+//! test drives both with the same random operations and demands the same
+//! answers. [`Store`] adds what every engine shares: the key layout,
+//! last-writer-wins application of [`Record`]s, expiry, and resumable arc
+//! scans for hand-off.
+
+mod memory;
+mod record;
+mod rocks;
+
+pub use memory::MemoryEngine;
+pub use record::{DecodeError, Record, Version};
+pub use rocks::RocksEngine;
+
+use crate::id::Id;
+use std::sync::Mutex;
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage engine: {0}")]
+    Engine(String),
+    #[error("stored record under {key:?} is damaged: {error}")]
+    Damaged { key: Vec<u8>, error: DecodeError },
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The byte-level operations a store needs from an engine.
+pub trait Engine: Send + Sync + 'static {
+    fn get(&self, key: &[u8]) -> StoreResult<Option<Vec<u8>>>;
+    fn put(&self, key: &[u8], value: &[u8]) -> StoreResult<()>;
+    fn delete(&self, key: &[u8]) -> StoreResult<()>;
+    /// Up to `limit` entries with `start <= key`, and `key < end` when an
+    /// end is given, in key order.
+    fn scan(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>>;
+}
+
+/// The stored key of `user_key`: its ring id, big-endian, then the key.
+pub fn storage_key(user_key: &[u8]) -> Vec<u8> {
+    let mut key = Id::of_key(user_key).to_be_bytes().to_vec();
+    key.extend_from_slice(user_key);
+    key
+}
+
+/// The ring id and user key of a stored key.
+pub fn split_storage_key(key: &[u8]) -> Option<(Id, &[u8])> {
+    let id = u64::from_be_bytes(key.get(..8)?.try_into().ok()?);
+    Some((Id(id), &key[8..]))
+}
+
+/// A hybrid logical clock: readings are wall-clock milliseconds in the top
+/// 48 bits and a counter in the low 16, never going backwards and always
+/// after any reading observed from elsewhere. The wall clock is an input.
+#[derive(Debug, Default)]
+pub struct Hlc {
+    last: Mutex<u64>,
+}
+
+impl Hlc {
+    /// A reading for a new write at wall-clock time `wall_ms`.
+    pub fn now(&self, wall_ms: u64) -> u64 {
+        let mut last = self.last.lock().expect("clock lock");
+        *last = (wall_ms << 16).max(*last + 1);
+        *last
+    }
+
+    /// Takes note of a reading made elsewhere, so later readings follow it.
+    pub fn observe(&self, remote: u64) {
+        let mut last = self.last.lock().expect("clock lock");
+        *last = (*last).max(remote);
+    }
+}
+
+/// Records in an engine, with last-writer-wins and expiry.
+pub struct Store<E> {
+    engine: E,
+    /// Striped locks making read-compare-write of one key atomic.
+    stripes: Vec<Mutex<()>>,
+}
+
+impl<E: Engine> Store<E> {
+    pub fn new(engine: E) -> Store<E> {
+        Store {
+            engine,
+            stripes: (0..64).map(|_| Mutex::new(())).collect(),
+        }
+    }
+
+    pub fn engine(&self) -> &E {
+        &self.engine
+    }
+
+    fn decode(key: &[u8], bytes: &[u8]) -> StoreResult<Record> {
+        Record::decode(bytes).map_err(|error| StoreError::Damaged {
+            key: key.to_vec(),
+            error,
+        })
+    }
+
+    /// The record under `user_key`, tombstones included, unless missing or
+    /// expired at `now_ms`.
+    pub fn get(&self, user_key: &[u8], now_ms: u64) -> StoreResult<Option<Record>> {
+        let key = storage_key(user_key);
+        match self.engine.get(&key)? {
+            Some(bytes) => {
+                let record = Self::decode(&key, &bytes)?;
+                Ok((!record.is_expired(now_ms)).then_some(record))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Stores `record` under `user_key` unless what is there already
+    /// supersedes it. Returns whether it was stored.
+    pub fn apply(&self, user_key: &[u8], record: &Record) -> StoreResult<bool> {
+        let key = storage_key(user_key);
+        let stripe = &self.stripes[(key[7] as usize) % self.stripes.len()];
+        let _guard = stripe.lock().expect("stripe lock");
+        if let Some(bytes) = self.engine.get(&key)? {
+            let existing = Self::decode(&key, &bytes)?;
+            if !record.supersedes(&existing) {
+                return Ok(false);
+            }
+        }
+        self.engine.put(&key, &record.encode())?;
+        Ok(true)
+    }
+
+    /// Up to `limit` records whose ids lie in the arc `(from, to]`, in ring
+    /// order from `from`, each with its stored key; with `after`, resumes
+    /// just past that stored key. Expired records are skipped.
+    pub fn scan_arc(
+        &self,
+        from: Id,
+        to: Id,
+        after: Option<&[u8]>,
+        limit: usize,
+        now_ms: u64,
+    ) -> StoreResult<Vec<(Vec<u8>, Record)>> {
+        let mut out = Vec::new();
+        let segments = arc_segments(from, to);
+        // The segment holding the resume point, in ring order.
+        let resume_in = after.and_then(|after| {
+            segments.iter().position(|(start, end)| {
+                after >= start.as_slice() && end.as_deref().is_none_or(|end| after < end)
+            })
+        });
+        for (index, (start, end)) in segments.into_iter().enumerate() {
+            let mut cursor = match (after, resume_in) {
+                (Some(_), Some(at)) if index < at => continue,
+                (Some(after), Some(at)) if index == at => {
+                    let mut next = after.to_vec();
+                    next.push(0);
+                    next
+                }
+                _ => start,
+            };
+            while out.len() < limit {
+                let wanted = limit - out.len();
+                let batch = self.engine.scan(&cursor, end.as_deref(), wanted)?;
+                let exhausted = batch.len() < wanted;
+                if let Some((last, _)) = batch.last() {
+                    cursor = last.clone();
+                    cursor.push(0);
+                }
+                for (key, bytes) in batch {
+                    let record = Self::decode(&key, &bytes)?;
+                    if !record.is_expired(now_ms) {
+                        out.push((key, record));
+                    }
+                }
+                if exhausted {
+                    break;
+                }
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes up to `limit` expired records; returns how many.
+    pub fn purge_expired(&self, now_ms: u64, limit: usize) -> StoreResult<usize> {
+        let mut purged = 0;
+        let mut cursor = Vec::new();
+        loop {
+            let batch = self.engine.scan(&cursor, None, 1024)?;
+            let Some((last, _)) = batch.last() else {
+                return Ok(purged);
+            };
+            cursor = last.clone();
+            cursor.push(0);
+            for (key, bytes) in &batch {
+                if Self::decode(key, bytes)?.is_expired(now_ms) {
+                    self.engine.delete(key)?;
+                    purged += 1;
+                    if purged == limit {
+                        return Ok(purged);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The stored-key ranges `[start, end)` of the arc `(from, to]`, in ring
+/// order: one range, or two when the arc wraps past zero (`end` of `None`
+/// is "to the last key").
+fn arc_segments(from: Id, to: Id) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    let bound = |id: Id| id.to_be_bytes().to_vec();
+    // Stored keys with ids after `id` start at bound(id + 1); none follow MAX.
+    let after = |id: Id| (id.0 != u64::MAX).then(|| bound(id.next()));
+    if from.0 < to.0 {
+        return vec![(after(from).expect("from < MAX"), after(to))];
+    }
+    // Wraps past zero (from == to: the whole circle).
+    let mut segments = Vec::new();
+    if let Some(start) = after(from) {
+        segments.push((start, None));
+    }
+    segments.push((bound(Id(0)), after(to)));
+    segments
+}
+
+#[cfg(test)]
+mod tests;
