@@ -20,15 +20,7 @@ fn config(seed: u64, r: usize) -> SimConfig {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let seed = seed + shift * 1000;
-    SimConfig {
-        seed,
-        ring: ring::Config {
-            successors: r,
-            ..ring::Config::default()
-        },
-        ..SimConfig::default()
-    }
+    chordal::sim::paper::experiment_config(seed + shift * 1000, r)
 }
 
 /// Starts `hosts` hosts one after the other (each after the previous joined)
