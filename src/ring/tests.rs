@@ -47,6 +47,23 @@ fn pump(hosts: &mut BTreeMap<String, Host>) -> Vec<(u64, Result<LookupOutcome, L
     }
 }
 
+/// Hosts of one member each, every one bootstrapping through the first
+/// (which so starts the ring), after `rounds` rounds of ticks.
+fn ring_of(members: &[(&str, u64)], rounds: usize) -> BTreeMap<String, Host> {
+    let seed = vec![members[0].0.to_string()];
+    let mut hosts: BTreeMap<String, Host> = members
+        .iter()
+        .map(|&(addr, id)| {
+            (
+                addr.to_string(),
+                Host::new(addr, &[Id(id)], &seed, config(3)),
+            )
+        })
+        .collect();
+    tick(&mut hosts, rounds);
+    hosts
+}
+
 fn tick(hosts: &mut BTreeMap<String, Host>, rounds: usize) {
     for _ in 0..rounds {
         let addrs: Vec<String> = hosts.keys().cloned().collect();
@@ -127,16 +144,7 @@ fn virtual_nodes_of_one_host_form_a_ring_without_the_network() {
 
 #[test]
 fn two_hosts_join_and_link_both_ways() {
-    let mut hosts = BTreeMap::new();
-    hosts.insert(
-        "a:1".to_string(),
-        Host::new("a:1", &[Id(100)], &[], config(3)),
-    );
-    hosts.insert(
-        "b:1".to_string(),
-        Host::new("b:1", &[Id(200)], &["a:1".to_string()], config(3)),
-    );
-    tick(&mut hosts, 3);
+    let hosts = ring_of(&[("a:1", 100), ("b:1", 200)], 3);
     let a = hosts["a:1"].member(Id(100)).unwrap();
     let b = hosts["b:1"].member(Id(200)).unwrap();
     assert_eq!(a.successors(), &[node(200, "b:1"), node(100, "a:1")]);
@@ -147,16 +155,7 @@ fn two_hosts_join_and_link_both_ways() {
 
 #[test]
 fn a_busy_member_answers_pending_but_still_answers_ping() {
-    let mut hosts = BTreeMap::new();
-    hosts.insert(
-        "a:1".to_string(),
-        Host::new("a:1", &[Id(100)], &[], config(3)),
-    );
-    hosts.insert(
-        "b:1".to_string(),
-        Host::new("b:1", &[Id(200)], &["a:1".to_string()], config(3)),
-    );
-    tick(&mut hosts, 3);
+    let mut hosts = ring_of(&[("a:1", 100), ("b:1", 200)], 3);
     // b starts stabilizing and its query to a is left in flight.
     let b = hosts.get_mut("b:1").unwrap();
     b.step(Input::StabilizeTick);
@@ -247,16 +246,11 @@ fn rectify_keeps_a_live_predecessor_and_replaces_a_dead_one() {
 
 #[test]
 fn lookups_route_through_remote_tables() {
-    let mut hosts = BTreeMap::new();
     let addrs: Vec<String> = (0..8).map(|i| format!("h{i}:1")).collect();
-    for (index, addr) in addrs.iter().enumerate() {
-        let id = Id((index as u64 + 1) << 60);
-        hosts.insert(
-            addr.clone(),
-            Host::new(addr.clone(), &[id], &[addrs[0].clone()], config(3)),
-        );
-    }
-    tick(&mut hosts, 12);
+    let members: Vec<(&str, u64)> = (0..8)
+        .map(|i| (addrs[i].as_str(), (i as u64 + 1) << 60))
+        .collect();
+    let mut hosts = ring_of(&members, 12);
     // Key just after the member with id 5 << 60 belongs to 6 << 60 (h5).
     hosts
         .get_mut("h0:1")
@@ -322,20 +316,7 @@ fn successor_list_stops_where_a_stale_list_goes_backwards() {
 
 #[test]
 fn only_a_neighbour_can_announce_its_own_departure() {
-    let mut hosts = BTreeMap::new();
-    hosts.insert(
-        "a:1".to_string(),
-        Host::new("a:1", &[Id(100)], &[], config(3)),
-    );
-    hosts.insert(
-        "b:1".to_string(),
-        Host::new("b:1", &[Id(200)], &["a:1".to_string()], config(3)),
-    );
-    hosts.insert(
-        "c:1".to_string(),
-        Host::new("c:1", &[Id(300)], &["a:1".to_string()], config(3)),
-    );
-    tick(&mut hosts, 6);
+    let mut hosts = ring_of(&[("a:1", 100), ("b:1", 200), ("c:1", 300)], 6);
     let a = hosts.get_mut("a:1").unwrap();
     let before = a.member(Id(100)).unwrap().clone();
     // A stranger, and a neighbour's id with the wrong address, change nothing.
