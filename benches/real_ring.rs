@@ -7,43 +7,12 @@
 //! Each process hosts 4 virtual nodes. Lookups are sequential (one at a
 //! time), so the figures are latencies on an otherwise idle ring.
 
-use chordal::admin::walk_ring;
+mod common;
+
 use chordal::rpc::ApiConn;
+use common::*;
 use rand::{Rng, SeedableRng};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-const CHORDAL: &str = env!("CARGO_BIN_EXE_chordal");
-
-struct Nodes(Vec<Child>);
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            child.kill().ok();
-            child.wait().ok();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-        .unwrap_or(0)
-}
 
 #[tokio::main]
 async fn main() {
@@ -56,47 +25,18 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
     let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let mut nodes = Nodes(Vec::new());
+    let mut nodes = Nodes::default();
     for (index, port) in ports.iter().enumerate() {
-        let child = Command::new(CHORDAL)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bootstrap",
-                &addrs[0],
-                "--vnodes",
-                &vnodes.to_string(),
-            ])
-            .args([
-                "--stabilize-interval",
-                "200ms",
-                "--fix-fingers-interval",
-                "50ms",
-            ])
-            .arg("--data-dir")
-            .arg(dir.path().join(port.to_string()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chordal starts");
-        nodes.0.push(child);
+        let data_dir = dir.path().join(port.to_string());
+        nodes
+            .0
+            .push(spawn_node(*port, &addrs[0], &data_dir, vnodes as u32, None));
         if index == 0 {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
     let started = Instant::now();
-    loop {
-        if let Ok(walk) = walk_ring(&addrs[0], Duration::from_secs(2), 100_000).await {
-            if walk.closed && walk.ordered && walk.members.len() == count * vnodes {
-                break;
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "ring did not form"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_ring(&addrs[0], count * vnodes).await;
     // Let fix-fingers finish a few rounds.
     tokio::time::sleep(Duration::from_secs(10)).await;
     println!(

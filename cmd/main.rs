@@ -1,6 +1,8 @@
 //! The `chordal` command: parses arguments, sets up logging, and calls the
 //! library. Everything that decides anything lives in the library.
 
+mod client;
+
 use anyhow::{bail, Context};
 use chordal::admin::{walk_ring, RingWalk};
 use chordal::node::{self, NodeConfig};
@@ -26,6 +28,11 @@ joins it through 127.0.0.1:10001 unless given --bootstrap.
   chordal local --nodes 5                  a whole local ring in one command
   chordal ring --via 127.0.0.1:10001       every member, in ring order
   chordal lookup KEY --via 127.0.0.1:10003 the owner of KEY and the hops taken
+  chordal put KEY VALUE --ttl 10m          store a value (from any node)
+  chordal put KEY --file photo.jpg         ... read from a file (or stdin)
+  chordal get KEY --via 127.0.0.1:10003    the value, or \"not found\"
+  chordal delete KEY
+  chordal bench --ops 100000 --concurrency 64 --mix put:50,get:50
 
 Ctrl-C or SIGTERM makes a node leave the ring gracefully.";
 
@@ -87,14 +94,28 @@ struct NodeArgs {
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     rpc_timeout: Duration,
 
-    /// Where the node keeps its identity and known peers
-    /// [default: $XDG_DATA_HOME/chordal/HOST-PORT].
+    /// Where the node keeps its identity, known peers and its RocksDB
+    /// database [default: $XDG_DATA_HOME/chordal/HOST-PORT].
     #[arg(long, value_name = "PATH")]
     data_dir: Option<PathBuf>,
+
+    /// Largest value accepted, in bytes; give every node the same limit.
+    #[arg(long, default_value_t = chordal::data::DEFAULT_MAX_VALUE)]
+    max_value_size: usize,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Store VALUE under KEY at the key's owner (value from an argument,
+    /// --file, or stdin).
+    Put(client::PutArgs),
+    /// Print the value under KEY; fails with "not found" when there is none.
+    Get(client::GetArgs),
+    /// Delete KEY (leaves a tombstone, so no older write can revive it).
+    Delete(client::DeleteArgs),
+    /// Measure throughput and latency (p50, p99, p99.9) of a put/get/delete
+    /// workload against a ring.
+    Bench(client::BenchArgs),
     /// Find the owner of KEY: prints the owner's address, then the hops taken.
     Lookup {
         key: String,
@@ -152,6 +173,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             None => run_node(cli.node).await,
+            Some(Command::Put(args)) => client::put(args).await,
+            Some(Command::Get(args)) => client::get(args).await,
+            Some(Command::Delete(args)) => client::delete(args).await,
+            Some(Command::Bench(args)) => client::bench(args).await,
             Some(Command::Lookup { key, via, timeout }) => lookup(&key, &via, timeout).await,
             Some(Command::Ring {
                 via,
@@ -237,6 +262,7 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         fix_fingers_interval: args.fix_fingers_interval,
         rpc_timeout: args.rpc_timeout,
         data_dir: data_dir.clone(),
+        max_value: args.max_value_size,
     };
     config.validate()?;
     let listener = tokio::net::TcpListener::bind(&listen)
@@ -391,6 +417,7 @@ async fn local_ring(
         "     chordal lookup hello --via 127.0.0.1:{}",
         base_port + nodes - 1
     );
+    println!("     chordal put hello world && chordal get hello");
     println!("Ctrl-C stops every node.");
 
     let mut ticker = tokio::time::interval(if watch.is_zero() {

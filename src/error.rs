@@ -42,6 +42,10 @@ impl From<tonic::Status> for Error {
         let message = status.message().to_string();
         match status.code() {
             tonic::Code::InvalidArgument => Error::InvalidArgument(message),
+            // A message over the receiver's size limit.
+            tonic::Code::ResourceExhausted | tonic::Code::OutOfRange => {
+                Error::InvalidArgument(format!("the request is too large: {message}"))
+            }
             tonic::Code::NotFound => Error::NotFound(message),
             code => Error::Unavailable(format!("{code:?}: {message}")),
         }

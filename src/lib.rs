@@ -8,12 +8,17 @@
 //! * [`sim`]: a deterministic simulator of many hosts, with loss, delay,
 //!   crashes and partitions, and the checks of the ring's invariants.
 //! * [`rpc`]: the gRPC edge; the only module that sees protobuf types.
+//! * [`store`]: records laid out by ring position, on RocksDB or in memory.
+//! * [`data`]: keys at their owners, routed requests, and the hand-off of
+//!   arcs when members join and leave.
 //! * [`node`]: the runtime that drives one process's state machine over
 //!   the network.
 
 pub mod admin;
+pub mod data;
 pub mod error;
 pub mod id;
+pub mod loadgen;
 pub mod node;
 pub mod ring;
 pub mod rpc;

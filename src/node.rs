@@ -18,19 +18,23 @@
 //! leaving, waits briefly for their acknowledgements, stops serving, and
 //! returns.
 
+use crate::data::{Data, DataConfig, LocalMember, Membership};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::ring::{
     self, Action, Host, Input, LookupError, LookupOutcome, Notice, Request, Response,
 };
-use crate::rpc::{self, ApiService, MemberInfo, NodeApi, Pool, ProcessInfo, RingService};
+use crate::rpc::{
+    self, ApiService, DataService, MemberInfo, NodeApi, Pool, ProcessInfo, RingService,
+};
+use crate::store::{RocksEngine, Store};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
@@ -50,6 +54,8 @@ pub struct NodeConfig {
     /// Deadline of every request to another process, health checks included.
     pub rpc_timeout: Duration,
     pub data_dir: PathBuf,
+    /// Largest value accepted, in bytes.
+    pub max_value: usize,
 }
 
 impl NodeConfig {
@@ -78,6 +84,12 @@ impl NodeConfig {
         if self.stabilize_interval.is_zero() || self.fix_fingers_interval.is_zero() {
             return invalid("intervals must be longer than zero".into());
         }
+        if self.max_value == 0 || self.max_value > MAX_VALUE_LIMIT {
+            return invalid(format!(
+                "--max-value-size must be between 1 byte and {} MiB",
+                MAX_VALUE_LIMIT >> 20
+            ));
+        }
         Ok(())
     }
 }
@@ -86,6 +98,25 @@ impl NodeConfig {
 
 const IDENTITY_FILE: &str = "identity";
 const PEERS_FILE: &str = "peers";
+const DATABASE_DIR: &str = "db";
+/// The largest value limit a node may be configured with.
+pub const MAX_VALUE_LIMIT: usize = 64 * 1024 * 1024;
+/// How often expired records are purged.
+const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Opens the node's RocksDB database in its data directory.
+pub fn open_store(data_dir: &Path) -> Result<Store<RocksEngine>> {
+    let path = data_dir.join(DATABASE_DIR);
+    let engine = RocksEngine::open(&path).map_err(|e| {
+        let hint = if e.to_string().contains("lock") {
+            "; is another chordal process using this --data-dir?"
+        } else {
+            ""
+        };
+        Error::Config(format!("cannot open {}: {e}{hint}", path.display()))
+    })?;
+    Ok(Store::new(engine))
+}
 
 /// The ids of this node's virtual nodes: read from the data directory, or
 /// derived from the advertised address and written there on first start.
@@ -270,25 +301,36 @@ pub async fn run(
             seeds.push(peer);
         }
     }
+    let store = open_store(&config.data_dir)?;
     let host = Host::new(config.advertise.clone(), &ids, &seeds, config.ring.clone());
 
     let (commands, inbox) = mpsc::channel(4096);
     let handle = NodeHandle {
         commands: commands.clone(),
     };
+    let (membership, members) = watch::channel(Membership::default());
+    let data = Arc::new(Data::new(
+        store,
+        DataConfig::new(config.max_value, config.rpc_timeout),
+        config.advertise.clone(),
+        members,
+        Arc::new(handle.clone()),
+    ));
     let (health, health_service) = tonic_health::server::health_reporter();
     let (stop_serving, serving_stopped) = oneshot::channel::<()>();
     // Every inbound message is bounded: per service (see `rpc`), per
     // connection (concurrent requests and streams), and in header size.
+    // There is no server-wide deadline: a hand-off stream may rightly run
+    // for minutes; each handler bounds its own waiting instead.
     let server = tonic::transport::Server::builder()
-        .timeout(config.rpc_timeout * 4)
         .concurrency_limit_per_connection(256)
         .max_concurrent_streams(256)
         .http2_max_header_list_size(16 * 1024)
         .tcp_nodelay(true)
         .add_service(health_service.max_decoding_message_size(rpc::MAX_HEALTH_MESSAGE))
         .add_service(RingService::server(handle.clone()))
-        .add_service(ApiService::server(handle))
+        .add_service(ApiService::server(handle, data.clone()))
+        .add_service(DataService::server(data.clone()))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
             serving_stopped.await.ok();
         });
@@ -303,6 +345,8 @@ pub async fn run(
         lookups: HashMap::new(),
         next_token: 1,
         saved_peers: Vec::new(),
+        data,
+        membership,
         config,
     };
     owner.run(inbox, shutdown).await;
@@ -323,11 +367,27 @@ struct Owner {
     lookups: HashMap<u64, oneshot::Sender<Result<LookupOutcome, LookupError>>>,
     next_token: u64,
     saved_peers: Vec<String>,
+    data: Arc<Data>,
+    /// What the data layer sees of the local members.
+    membership: watch::Sender<Membership>,
     config: NodeConfig,
 }
 
 impl Owner {
     async fn run(mut self, mut inbox: mpsc::Receiver<Command>, shutdown: impl Future<Output = ()>) {
+        self.serve(&mut inbox, shutdown).await;
+        // Hand the arcs over while still answering the ring and clients.
+        let data = self.data.clone();
+        self.serve(&mut inbox, data.hand_off_on_leave()).await;
+        self.leave(&mut inbox).await;
+    }
+
+    /// Runs the protocol until `until` completes.
+    async fn serve(
+        &mut self,
+        inbox: &mut mpsc::Receiver<Command>,
+        until: impl Future<Output = ()>,
+    ) {
         // Timers with ±20% jitter: two processes whose ticks fell together
         // would otherwise query each other while both are busy, and answer
         // each other `Pending`, on every tick for ever.
@@ -337,12 +397,13 @@ impl Owner {
         };
         let stabilize = tokio::time::sleep(Duration::ZERO);
         let fix_fingers = tokio::time::sleep_until(jittered(self.config.fix_fingers_interval));
-        tokio::pin!(stabilize, fix_fingers);
+        let mut purge = tokio::time::interval(PURGE_INTERVAL);
+        purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(stabilize, fix_fingers, until);
         let mut ticks: u64 = 0;
-        tokio::pin!(shutdown);
         loop {
             tokio::select! {
-                _ = &mut shutdown => break,
+                _ = &mut until => break,
                 Some(command) = inbox.recv() => self.on_command(command),
                 _ = &mut stabilize => {
                     stabilize.as_mut().reset(jittered(self.config.stabilize_interval));
@@ -356,10 +417,13 @@ impl Owner {
                     fix_fingers.as_mut().reset(jittered(self.config.fix_fingers_interval));
                     self.host.step(Input::FixFingersTick);
                 }
+                _ = purge.tick() => {
+                    let data = self.data.clone();
+                    tokio::task::spawn_blocking(move || data.purge_expired());
+                }
             }
             self.dispatch().await;
         }
-        self.leave(&mut inbox).await;
     }
 
     async fn leave(&mut self, inbox: &mut mpsc::Receiver<Command>) {
@@ -456,17 +520,53 @@ impl Owner {
                         reply.send(result).ok();
                     }
                 }
-                Action::Notice(notice) => self.log_notice(notice),
+                Action::Notice(notice) => {
+                    if let Notice::Joined {
+                        member,
+                        successor,
+                        before,
+                    } = &notice
+                    {
+                        self.data
+                            .take_over(member.clone(), successor.clone(), before.clone());
+                    }
+                    self.log_notice(notice)
+                }
             }
         }
+        self.publish_membership();
         self.update_health().await;
+    }
+
+    /// Shows the data layer the local members as they are now.
+    fn publish_membership(&self) {
+        let members: Vec<LocalMember> = self
+            .host
+            .members()
+            .iter()
+            .map(|m| LocalMember {
+                me: m.me().clone(),
+                joined: m.is_joined(),
+                predecessor: m.predecessor().cloned(),
+                successors: m.successors().to_vec(),
+            })
+            .collect();
+        self.membership.send_if_modified(|current| {
+            let changed = **current != members;
+            if changed {
+                *current = Arc::new(members);
+            }
+            changed
+        });
     }
 
     fn log_notice(&self, notice: Notice) {
         let first_member = self.host.members().first().map(|m| m.id());
         match notice {
             Notice::Created { member } => tracing::info!(%member, "started a new ring"),
-            Notice::Joined { member, successor } => {
+            Notice::Joined {
+                member, successor, ..
+            } => {
                 tracing::info!(%member, %successor, "joined the ring")
             }
             Notice::JoinFailed {
@@ -565,6 +665,7 @@ mod tests {
             fix_fingers_interval: Duration::from_millis(50),
             rpc_timeout: Duration::from_millis(500),
             data_dir: dir.to_path_buf(),
+            max_value: 1024,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(run(config, listener, async {

@@ -119,8 +119,14 @@ pub enum Action {
 pub enum Notice {
     /// This member started a new ring.
     Created { member: NodeRef },
-    /// This member joined the ring before `successor`.
-    Joined { member: NodeRef, successor: NodeRef },
+    /// This member joined the ring before `successor`, whose predecessor
+    /// was then `before`: the member's arc is `(before, member]`, and
+    /// `successor` held it until now.
+    Joined {
+        member: NodeRef,
+        successor: NodeRef,
+        before: Option<NodeRef>,
+    },
     /// A join attempt failed; the next one comes after `retry_in_ticks`.
     JoinFailed {
         member: Id,
@@ -1184,7 +1190,7 @@ impl Host {
             Op::JoinFetching {
                 asking, mut rest, ..
             } => match (state, response) {
-                (Some((_, list)), _) => {
+                (Some((before, list)), _) => {
                     let successors = successor_list(&me, &asking, &list, r);
                     let member = &mut self.members[index];
                     member.successors = successors;
@@ -1193,6 +1199,7 @@ impl Host {
                     self.notice(Notice::Joined {
                         member: me,
                         successor: asking,
+                        before,
                     });
                     // Notify the successor now rather than a tick later.
                     self.start_stabilize(index);

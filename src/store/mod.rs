@@ -126,8 +126,7 @@ impl<E: Engine> Store<E> {
     /// supersedes it. Returns whether it was stored.
     pub fn apply(&self, user_key: &[u8], record: &Record) -> StoreResult<bool> {
         let key = storage_key(user_key);
-        let stripe = &self.stripes[(key[7] as usize) % self.stripes.len()];
-        let _guard = stripe.lock().expect("stripe lock");
+        let _guard = self.stripe(&key).lock().expect("stripe lock");
         if let Some(bytes) = self.engine.get(&key)? {
             let existing = Self::decode(&key, &bytes)?;
             if !record.supersedes(&existing) {
@@ -136,6 +135,31 @@ impl<E: Engine> Store<E> {
         }
         self.engine.put(&key, &record.encode())?;
         Ok(true)
+    }
+
+    /// Replaces the record under `user_key` with `make(existing)`, where
+    /// `existing` is what is stored (expired or not), atomically with
+    /// respect to every other write of the key. Returns the previous record
+    /// and the new one. The owner of a key writes through this, so that a
+    /// new version is always made after seeing the one it replaces.
+    pub fn update(
+        &self,
+        user_key: &[u8],
+        make: impl FnOnce(Option<&Record>) -> Record,
+    ) -> StoreResult<(Option<Record>, Record)> {
+        let key = storage_key(user_key);
+        let _guard = self.stripe(&key).lock().expect("stripe lock");
+        let existing = match self.engine.get(&key)? {
+            Some(bytes) => Some(Self::decode(&key, &bytes)?),
+            None => None,
+        };
+        let record = make(existing.as_ref());
+        self.engine.put(&key, &record.encode())?;
+        Ok((existing, record))
+    }
+
+    fn stripe(&self, key: &[u8]) -> &Mutex<()> {
+        &self.stripes[(key[7] as usize) % self.stripes.len()]
     }
 
     /// Up to `limit` records whose ids lie in the arc `(from, to]`, in ring

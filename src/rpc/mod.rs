@@ -12,10 +12,11 @@
 //! tonic-health with one service name per member
 //! ([`member_health_name`]), so any gRPC health tool can probe a member.
 
+use crate::data::{Data, Value, Written};
 use crate::id::Id;
 use crate::ring::{LookupOutcome, NodeRef, Outgoing, Request, Response};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
@@ -27,6 +28,10 @@ use tonic_health::pb::HealthCheckRequest;
 pub(crate) mod pb {
     tonic::include_proto!("chordal.v1");
 }
+
+mod data;
+
+pub use data::{stream_baseline, DataPeer, DataService, FetchStream};
 
 pub(crate) use pb::api_client::ApiClient;
 pub(crate) use pb::ring_client::RingClient;
@@ -41,6 +46,8 @@ pub const MAX_KEY_LEN: usize = 1024;
 pub const MAX_POOLED_CHANNELS: usize = 1024;
 /// Largest health check request accepted (a service name).
 pub const MAX_HEALTH_MESSAGE: usize = 1024;
+/// Largest answer a command-line client accepts.
+pub const MAX_CLIENT_MESSAGE: usize = 256 * 1024 * 1024;
 /// Largest message a ring peer may send (they are all small).
 pub const MAX_RING_MESSAGE: usize = 64 * 1024;
 
@@ -69,14 +76,14 @@ pub fn validate_addr(addr: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn member_to_pb(node: &NodeRef) -> pb::Member {
+pub(crate) fn member_to_pb(node: &NodeRef) -> pb::Member {
     pb::Member {
         id: node.id.0,
         addr: node.addr.clone(),
     }
 }
 
-fn member_from_pb(member: Option<pb::Member>, field: &str) -> Result<NodeRef, Status> {
+pub(crate) fn member_from_pb(member: Option<pb::Member>, field: &str) -> Result<NodeRef, Status> {
     let member = member.ok_or_else(|| Status::invalid_argument(format!("{field} is missing")))?;
     validate_addr(&member.addr).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))?;
     Ok(NodeRef::new(Id(member.id), member.addr))
@@ -281,12 +288,17 @@ impl<N: NodeApi> pb::ring_server::Ring for RingService<N> {
 /// The service for clients and operators.
 pub struct ApiService<N> {
     node: N,
+    data: Arc<Data>,
 }
 
 impl<N: NodeApi> ApiService<N> {
-    pub fn server(node: N) -> pb::api_server::ApiServer<ApiService<N>> {
-        pb::api_server::ApiServer::new(ApiService { node })
-            .max_decoding_message_size(MAX_KEY_LEN + 1024)
+    /// Accepts puts of up to twice the value limit, so that an oversized
+    /// value gets a clear INVALID_ARGUMENT rather than a cut connection.
+    pub fn server(node: N, data: Arc<Data>) -> pb::api_server::ApiServer<ApiService<N>> {
+        let limit = data.config().max_message();
+        pb::api_server::ApiServer::new(ApiService { node, data })
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit)
     }
 }
 
@@ -313,6 +325,33 @@ impl<N: NodeApi> pb::api_server::Api for ApiService<N> {
     ) -> Result<tonic::Response<pb::DescribeReply>, Status> {
         let info = self.node.describe().await?;
         Ok(tonic::Response::new(describe_to_pb(&info)))
+    }
+
+    async fn put(
+        &self,
+        request: tonic::Request<pb::PutRequest>,
+    ) -> Result<tonic::Response<pb::PutReply>, Status> {
+        Ok(tonic::Response::new(
+            self.put_inner(request.into_inner()).await?,
+        ))
+    }
+
+    async fn get(
+        &self,
+        request: tonic::Request<pb::GetRequest>,
+    ) -> Result<tonic::Response<pb::GetReply>, Status> {
+        Ok(tonic::Response::new(
+            self.get_inner(request.into_inner()).await?,
+        ))
+    }
+
+    async fn delete(
+        &self,
+        request: tonic::Request<pb::DeleteRequest>,
+    ) -> Result<tonic::Response<pb::DeleteReply>, Status> {
+        Ok(tonic::Response::new(
+            self.delete_inner(request.into_inner()).await?,
+        ))
     }
 }
 
@@ -504,7 +543,8 @@ pub struct LookupAnswer {
     pub path: Vec<String>,
 }
 
-/// A client of one node's `Api` service.
+/// A client of one node's `Api` service; clones share the connection.
+#[derive(Clone)]
 pub struct ApiConn {
     client: ApiClient<Channel>,
 }
@@ -522,8 +562,42 @@ impl ApiConn {
             .await
             .map_err(|e| crate::Error::Unavailable(format!("cannot connect to {addr}: {e}")))?;
         Ok(ApiConn {
-            client: ApiClient::new(channel),
+            client: ApiClient::new(channel)
+                .max_decoding_message_size(MAX_CLIENT_MESSAGE)
+                .max_encoding_message_size(MAX_CLIENT_MESSAGE),
         })
+    }
+
+    /// Stores `value` under `key`; `ttl` of zero: for ever.
+    pub async fn put(
+        &mut self,
+        key: &[u8],
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> crate::Result<Written> {
+        let request = pb::PutRequest {
+            key: key.to_vec(),
+            value,
+            ttl_ms: ttl.as_millis().try_into().unwrap_or(u64::MAX),
+        };
+        let reply = self.client.put(request).await?.into_inner();
+        Ok(data::written_from_put(reply)?)
+    }
+
+    /// The value under `key`; with `local`, this node's own copy.
+    pub async fn get(&mut self, key: &[u8], local: bool) -> crate::Result<Value> {
+        let request = pb::GetRequest {
+            key: key.to_vec(),
+            local,
+        };
+        let reply = self.client.get(request).await?.into_inner();
+        Ok(data::value_from_pb(reply)?)
+    }
+
+    pub async fn delete(&mut self, key: &[u8]) -> crate::Result<Written> {
+        let request = pb::DeleteRequest { key: key.to_vec() };
+        let reply = self.client.delete(request).await?.into_inner();
+        Ok(data::written_from_delete(reply)?)
     }
 
     pub async fn lookup(&mut self, key: &[u8]) -> crate::Result<LookupAnswer> {

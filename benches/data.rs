@@ -1,0 +1,288 @@
+//! The key-value store on real processes: put/get throughput and latency on
+//! a 5-node loopback ring, on a single node, and on RocksDB called directly
+//! in-process with the same workload; the speed of a join hand-off beside a
+//! bare gRPC stream of the same bytes; and resident memory per million keys.
+//!
+//!     cargo bench --profile dev --bench data
+//!     CHORDAL_BENCH_OPS=20000 CHORDAL_HANDOFF_MIB=1024 cargo bench --profile dev --bench data
+//!
+//! CHORDAL_BENCH_OPS is the operation count at concurrency 64 (a tenth of it
+//! runs at concurrency 1); CHORDAL_HANDOFF_MIB the size of the arc handed
+//! over, in 1 KiB values.
+
+mod common;
+
+use chordal::data::TransferStats;
+use chordal::id::{between_open_closed, Id};
+use chordal::loadgen::{self, Kind, RingTarget, Target, Workload};
+use chordal::store::{Hlc, Record, RocksEngine, Store, Version};
+use common::*;
+use rand::RngCore;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// RocksDB in this process, written the way an owner writes: read, new
+/// version, write, under the key's stripe lock.
+struct InProcess {
+    store: Store<RocksEngine>,
+    hlc: Hlc,
+}
+
+#[tonic::async_trait]
+impl Target for InProcess {
+    async fn run(&self, _: usize, kind: Kind, key: &[u8], value: &[u8]) -> chordal::Result<bool> {
+        let now = wall_ms();
+        let version = |existing: Option<&Record>| {
+            if let Some(existing) = existing {
+                self.hlc.observe(existing.version.clock);
+            }
+            Version {
+                clock: self.hlc.now(now),
+                writer: 1,
+            }
+        };
+        let outcome = match kind {
+            Kind::Put => self
+                .store
+                .update(key, |e| Record::value(version(e), value.to_vec(), None))
+                .map(|_| true),
+            Kind::Delete => self
+                .store
+                .update(key, |e| Record::tombstone(version(e)))
+                .map(|(previous, _)| previous.is_some_and(|p| !p.tombstone)),
+            Kind::Get => self
+                .store
+                .get(key, now)
+                .map(|r| r.is_some_and(|r| !r.tombstone)),
+        };
+        outcome.map_err(|e| chordal::Error::Unavailable(e.to_string()))
+    }
+}
+
+fn workload(ops: u64, concurrency: usize, mix: &str) -> Workload {
+    Workload {
+        ops,
+        concurrency,
+        value_size: 100,
+        mix: mix.parse().unwrap(),
+        keys: 10_000,
+    }
+}
+
+/// Preloads every key, then runs the put/get mix at concurrency 1 and 64.
+async fn measure(name: &str, target: Arc<dyn Target>, ops: u64) {
+    loadgen::run(target.clone(), &workload(10_000, 64, "put:1"), |_| {})
+        .await
+        .unwrap();
+    for (concurrency, ops) in [(1, ops / 10), (64, ops)] {
+        let report = loadgen::run(
+            target.clone(),
+            &workload(ops, concurrency, "put:50,get:50"),
+            |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.errors(), 0, "{report}");
+        let p = |kind: Kind, q: f64| {
+            report
+                .kinds
+                .iter()
+                .find(|k| k.kind == kind)
+                .map_or(0, |k| k.latency.value_at_quantile(q))
+        };
+        println!(
+            "| {name} | {concurrency} | {:.0} | {} | {} | {} | {} |",
+            report.throughput(),
+            p(Kind::Put, 0.5),
+            p(Kind::Put, 0.99),
+            p(Kind::Get, 0.5),
+            p(Kind::Get, 0.99),
+        );
+    }
+}
+
+async fn start_ring(dir: &Path, count: usize, vnodes: u32) -> (Nodes, Vec<String>) {
+    let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut nodes = Nodes::default();
+    for (index, port) in ports.iter().enumerate() {
+        let data_dir = dir.join(port.to_string());
+        nodes
+            .0
+            .push(spawn_node(*port, &addrs[0], &data_dir, vnodes, None));
+        if index == 0 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    wait_for_ring(&addrs[0], count * vnodes as usize).await;
+    (nodes, addrs)
+}
+
+async fn throughput(ops: u64) -> u64 {
+    println!("## put/get, 100-byte values, 10,000 keys, mix put:50,get:50\n");
+    println!(
+        "| target | concurrency | ops/s | put p50 µs | put p99 µs | get p50 µs | get p99 µs |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(RocksEngine::open(&dir.path().join("in-process")).unwrap());
+    let in_process = Arc::new(InProcess {
+        store,
+        hlc: Hlc::default(),
+    });
+    measure("RocksDB in-process", in_process, ops).await;
+
+    let (single, addrs) = start_ring(&dir.path().join("single"), 1, 4).await;
+    let target = RingTarget::connect(&addrs, 4, Duration::from_secs(15))
+        .await
+        .unwrap();
+    measure("1 node", Arc::new(target), ops).await;
+    drop(single);
+
+    let (ring, addrs) = start_ring(&dir.path().join("ring"), 5, 4).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // fingers settle
+    let idle = ring.0.iter().map(|c| rss_kib(c.id())).sum::<u64>() / 5;
+    let target = RingTarget::connect(&addrs, 1, Duration::from_secs(15))
+        .await
+        .unwrap();
+    measure("5 nodes", Arc::new(target), ops).await;
+    println!();
+    idle
+}
+
+/// Fills `data_dir`'s database with `records` random 1 KiB values whose
+/// ids fall in `(from, to]`.
+fn fill_arc(data_dir: &Path, from: Id, to: Id, records: u64) {
+    let store = Store::new(RocksEngine::open(&data_dir.join("db")).unwrap());
+    let mut rng = rand::rng();
+    let mut value = vec![0u8; 1024];
+    let (mut written, mut candidate) = (0, 0u64);
+    let clock = wall_ms() << 16;
+    while written < records {
+        candidate += 1;
+        let key = format!("handoff-{candidate:010}");
+        if !between_open_closed(from, Id::of_key(key.as_bytes()), to) {
+            continue;
+        }
+        rng.fill_bytes(&mut value);
+        let version = Version { clock, writer: 1 };
+        store
+            .apply(key.as_bytes(), &Record::value(version, value.clone(), None))
+            .unwrap();
+        written += 1;
+    }
+}
+
+fn terminate(child: &mut std::process::Child) {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+}
+
+/// Parses "took over the arc: N records, X MiB in T" from a node's log.
+fn took_over(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text.lines().find(|l| l.contains("took over the arc"))?;
+    Some(line[line.find("took over the arc")?..].to_string())
+}
+
+async fn hand_off(mib: u64, idle_rss_kib: u64) {
+    let records = mib * 1024;
+    println!("## join hand-off of {records} records of 1 KiB ({mib} MiB of values)\n");
+    let dir = tempfile::tempdir().unwrap();
+    let (port_a, port_b) = (free_port(), free_port());
+    let (addr_a, addr_b) = (format!("127.0.0.1:{port_a}"), format!("127.0.0.1:{port_b}"));
+    let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
+    // A first run creates A's identity; then its database is filled with
+    // records that all belong to B once B joins.
+    let mut nodes = Nodes::default();
+    nodes.0.push(spawn_node(port_a, &addr_a, &dir_a, 1, None));
+    wait_for_ring(&addr_a, 1).await;
+    terminate(&mut nodes.0[0]);
+    nodes.0.clear();
+    let (id_a, id_b) = (Id::of_vnode(&addr_a, 0), Id::of_vnode(&addr_b, 0));
+    let filling = Instant::now();
+    fill_arc(&dir_a, id_a, id_b, records);
+    println!(
+        "(filled A's database in {:.1} s)",
+        filling.elapsed().as_secs_f64()
+    );
+    nodes.0.push(spawn_node(port_a, &addr_a, &dir_a, 1, None));
+    wait_for_ring(&addr_a, 1).await;
+    let log_b = dir.path().join("b.log");
+    let started = Instant::now();
+    nodes
+        .0
+        .push(spawn_node(port_b, &addr_a, &dir_b, 1, Some(&log_b)));
+    let line = loop {
+        if let Some(line) = took_over(&log_b) {
+            break line;
+        }
+        assert!(started.elapsed() < Duration::from_secs(1800), "no hand-off");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let wall = started.elapsed();
+    println!("B's log: {line}");
+    println!(
+        "B started to hand-off done: {:.1} s (includes joining)",
+        wall.as_secs_f64()
+    );
+    let rss_b = rss_kib(nodes.0[1].id());
+    let rss_a = rss_kib(nodes.0[0].id());
+    let baseline = chordal::rpc::stream_baseline(records, 18, 1024)
+        .await
+        .unwrap();
+    let rate = |stats: &TransferStats| {
+        let secs = stats.elapsed.as_secs_f64();
+        format!(
+            "{:.0} keys/s, {:.1} MB/s",
+            stats.records as f64 / secs,
+            stats.bytes as f64 / secs / 1e6
+        )
+    };
+    println!(
+        "bare loopback gRPC stream of the same batches: {}",
+        rate(&baseline)
+    );
+    println!();
+    println!("## resident memory\n");
+    println!(
+        "idle node (5-node ring, no data): {:.1} MiB",
+        idle_rss_kib as f64 / 1024.0
+    );
+    println!(
+        "A holding the {records} records it handed over: {:.1} MiB; B after taking them over: {:.1} MiB",
+        rss_a as f64 / 1024.0,
+        rss_b as f64 / 1024.0
+    );
+    println!(
+        "B: {:.1} MiB more than an idle node per million keys stored",
+        (rss_b.saturating_sub(idle_rss_kib)) as f64 / 1024.0 / (records as f64 / 1e6)
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let ops = env_or("CHORDAL_BENCH_OPS", 20_000);
+    let mib = env_or("CHORDAL_HANDOFF_MIB", 1024);
+    let idle = throughput(ops).await;
+    hand_off(mib, idle).await;
+}

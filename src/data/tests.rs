@@ -1,0 +1,278 @@
+//! The data layer's decisions, on a real RocksDB store, with the ring state
+//! set by hand.
+
+use super::*;
+use crate::ring::{LookupOutcome, Request, Response};
+use crate::rpc::ProcessInfo;
+
+/// A router that knows nothing: these tests call the owner side directly.
+struct NoRouter;
+
+#[tonic::async_trait]
+impl NodeApi for NoRouter {
+    async fn request(&self, _: Option<Id>, _: Request) -> Result<Response> {
+        Ok(Response::NotMember)
+    }
+    async fn lookup(&self, _: Id) -> Result<LookupOutcome> {
+        Err(Error::Unavailable("no ring in this test".into()))
+    }
+    async fn describe(&self) -> Result<ProcessInfo> {
+        Err(Error::Unavailable("no ring in this test".into()))
+    }
+}
+
+struct Fixture {
+    data: Arc<Data>,
+    members: watch::Sender<Membership>,
+    _dir: tempfile::TempDir,
+}
+
+const ADDR: &str = "127.0.0.1:1";
+
+fn member(id: u64, predecessor: Option<u64>) -> LocalMember {
+    LocalMember {
+        me: NodeRef::new(Id(id), ADDR),
+        joined: true,
+        predecessor: predecessor.map(|p| NodeRef::new(Id(p), "127.0.0.1:2")),
+        successors: vec![NodeRef::new(Id(id.wrapping_add(1000)), "127.0.0.1:3")],
+    }
+}
+
+fn fixture(members: Vec<LocalMember>) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::new(RocksEngine::open(dir.path()).unwrap());
+    let (sender, receiver) = watch::channel(Arc::new(members));
+    let data = Data::new(
+        store,
+        DataConfig::new(100, Duration::from_millis(200)),
+        ADDR.into(),
+        receiver,
+        Arc::new(NoRouter),
+    );
+    Fixture {
+        data: Arc::new(data),
+        members: sender,
+        _dir: dir,
+    }
+}
+
+fn put(key: &str, value: &str) -> WriteOp {
+    WriteOp {
+        key: key.as_bytes().to_vec(),
+        value: value.as_bytes().to_vec(),
+        delete: false,
+        ttl_ms: 0,
+    }
+}
+
+/// The user keys stored for ids in the arc (from, to], found by brute force.
+fn keys_in_arc(keys: &[String], from: Id, to: Id) -> Vec<String> {
+    let mut inside: Vec<&String> = keys
+        .iter()
+        .filter(|k| between_open_closed(from, Id::of_key(k.as_bytes()), to))
+        .collect();
+    inside.sort_by_key(|k| from.distance_to(Id::of_key(k.as_bytes())));
+    inside.into_iter().cloned().collect()
+}
+
+#[tokio::test]
+async fn the_owner_writes_reads_and_refuses_keys_outside_its_arc() {
+    // Member 2^63 owns (2^62, 2^63].
+    let (low, high) = (1u64 << 62, 1u64 << 63);
+    let f = fixture(vec![member(high, Some(low))]);
+    let keys: Vec<String> = (0..200).map(|i| format!("key-{i}")).collect();
+    let mine = keys_in_arc(&keys, Id(low), Id(high));
+    assert!(!mine.is_empty() && mine.len() < keys.len());
+    for key in &keys {
+        let answer = f
+            .data
+            .write_as_owner(Id(high), put(key, "v"))
+            .await
+            .unwrap();
+        let read = f
+            .data
+            .read_as_owner(Id(high), key.as_bytes())
+            .await
+            .unwrap();
+        if mine.contains(key) {
+            assert!(matches!(
+                answer,
+                WriteAnswer::Written { existed: false, .. }
+            ));
+            assert!(matches!(read, ReadAnswer::Found(r) if r.value == b"v"));
+        } else {
+            // The hint names the predecessor, whose side the key is on.
+            let WriteAnswer::NotOwner(not_owner) = answer else {
+                panic!("{key} written outside the arc");
+            };
+            assert_eq!(not_owner.hint.unwrap().id, Id(low));
+            assert!(matches!(read, ReadAnswer::NotOwner(_)));
+        }
+    }
+    // A member this process does not host owns nothing here.
+    let stranger = f
+        .data
+        .write_as_owner(Id(7), put(&mine[0], "x"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        stranger,
+        WriteAnswer::NotOwner(NotOwner { hint: None, .. })
+    ));
+}
+
+#[tokio::test]
+async fn every_write_by_the_owner_supersedes_the_one_before_and_deletes_leave_tombstones() {
+    let f = fixture(vec![member(5, None)]);
+    let mut versions = Vec::new();
+    for round in 0..50 {
+        match f
+            .data
+            .write_as_owner(Id(5), put("k", &round.to_string()))
+            .await
+            .unwrap()
+        {
+            WriteAnswer::Written { version, existed } => {
+                assert_eq!(existed, round > 0);
+                versions.push(version);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(versions.windows(2).all(|w| w[1] > w[0]));
+    assert!(versions.iter().all(|v| v.writer == 5));
+    let mut delete = put("k", "");
+    delete.delete = true;
+    let WriteAnswer::Written { existed, .. } = f.data.write_as_owner(Id(5), delete).await.unwrap()
+    else {
+        panic!("delete refused");
+    };
+    assert!(existed);
+    let ReadAnswer::Found(record) = f.data.read_as_owner(Id(5), b"k").await.unwrap() else {
+        panic!("tombstone missing");
+    };
+    assert!(record.tombstone);
+    assert!(record.version > *versions.last().unwrap());
+    assert!(f.data.get_local(b"k").is_err());
+}
+
+#[tokio::test]
+async fn a_record_from_another_clock_far_ahead_is_followed_not_shadowed() {
+    let f = fixture(vec![member(5, None)]);
+    // The old owner's clock ran an hour ahead of ours.
+    let ahead = Version {
+        clock: (wall_ms() + 3_600_000) << 16,
+        writer: 99,
+    };
+    let entry = Entry {
+        key: b"k".to_vec(),
+        record: Record::value(ahead, b"old".to_vec(), None),
+    };
+    assert_eq!(f.data.absorb(&[entry]).unwrap(), 1);
+    let WriteAnswer::Written { version, .. } =
+        f.data.write_as_owner(Id(5), put("k", "new")).await.unwrap()
+    else {
+        panic!("write refused");
+    };
+    assert!(version > ahead);
+    assert_eq!(f.data.get_local(b"k").unwrap().value, b"new");
+}
+
+#[test]
+fn oversized_keys_values_and_ttls_are_refused() {
+    let f = fixture(vec![]);
+    assert!(f.data.validate(b"k", &[0; 100], 0).is_ok());
+    for (key, value, ttl) in [
+        (vec![], vec![], 0),
+        (vec![b'k'; 1025], vec![], 0),
+        (b"k".to_vec(), vec![0; 101], 0),
+        (b"k".to_vec(), vec![], MAX_TTL.as_millis() as u64 + 1),
+    ] {
+        let error = f.data.validate(&key, &value, ttl).unwrap_err();
+        assert!(matches!(error, Error::InvalidArgument(_)), "{error}");
+    }
+}
+
+#[tokio::test]
+async fn a_fetch_waits_for_the_hand_over_and_resumes_after_the_last_key() {
+    let (low, mid, high) = (1u64 << 60, 1u64 << 62, 1u64 << 63);
+    // The old owner `high` still owns (low, high]: nothing is handed over.
+    let f = fixture(vec![member(high, Some(low))]);
+    let keys: Vec<String> = (0..10_000).map(|i| format!("key-{i}")).collect();
+    for key in &keys {
+        if between_open_closed(Id(low), Id::of_key(key.as_bytes()), Id(high)) {
+            f.data
+                .write_as_owner(Id(high), put(key, key))
+                .await
+                .unwrap();
+        }
+    }
+    let refused = f.data.serve_fetch(Id(high), Id(low), Id(mid), None).await;
+    assert_eq!(refused.unwrap_err().code(), tonic::Code::FailedPrecondition);
+
+    // `mid` joined and notified `high`: (low, mid] is now mid's.
+    f.members
+        .send_replace(Arc::new(vec![member(high, Some(mid))]));
+    let moved = keys_in_arc(&keys, Id(low), Id(mid));
+    assert!(moved.len() > BATCH_RECORDS, "{} keys", moved.len());
+    // A write into the handed-over arc is refused with a hint to the new owner.
+    let refused = f
+        .data
+        .write_as_owner(Id(high), put(&moved[0], "late"))
+        .await
+        .unwrap();
+    assert!(matches!(refused, WriteAnswer::NotOwner(n) if n.hint.as_ref().unwrap().id == Id(mid)));
+
+    let mut received = Vec::new();
+    let mut stream = f
+        .data
+        .serve_fetch(Id(high), Id(low), Id(mid), None)
+        .await
+        .unwrap();
+    let first = stream.recv().await.unwrap().unwrap();
+    assert!(!first.is_empty() && first.len() <= BATCH_RECORDS);
+    received.extend(
+        first
+            .iter()
+            .map(|e| String::from_utf8(e.key.clone()).unwrap()),
+    );
+    drop(stream); // interrupted
+    let after = first.last().unwrap().key.clone();
+    let mut stream = f
+        .data
+        .serve_fetch(Id(high), Id(low), Id(mid), Some(after))
+        .await
+        .unwrap();
+    while let Some(batch) = stream.recv().await {
+        let batch = batch.unwrap();
+        for entry in batch {
+            assert_eq!(entry.record.value, entry.key);
+            received.push(String::from_utf8(entry.key).unwrap());
+        }
+    }
+    assert_eq!(received, moved);
+}
+
+#[tokio::test]
+async fn a_member_still_receiving_its_arc_serves_no_fetch_of_its_own() {
+    let f = fixture(vec![member(1 << 63, Some(1 << 62))]);
+    f.data.pending.lock().unwrap().insert(
+        Id(1 << 63),
+        Pending {
+            source: NodeRef::new(Id(9), "127.0.0.1:9"),
+        },
+    );
+    let refused = f
+        .data
+        .serve_fetch(Id(1 << 63), Id(1 << 60), Id(1 << 61), None)
+        .await;
+    assert_eq!(refused.unwrap_err().code(), tonic::Code::FailedPrecondition);
+}
+
+#[test]
+fn keys_print_as_text_when_printable_and_hex_otherwise() {
+    assert_eq!(printable(b"hello"), "\"hello\"");
+    assert_eq!(printable(&[0, 255]), "0x00ff (2 bytes)");
+    assert_eq!(human_bytes(10), "10 B");
+    assert_eq!(human_bytes(3 << 20), "3.0 MiB");
+}

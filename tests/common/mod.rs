@@ -1,0 +1,217 @@
+//! What the process tests share: starting `chordal` nodes on free loopback
+//! ports, and reading the ring as `chordal ring` shows it.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+pub const CHORDAL: &str = env!("CARGO_BIN_EXE_chordal");
+/// Generous: the machines running the tests are shared and slow.
+pub const SETTLE: Duration = Duration::from_secs(60);
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A node process, killed when dropped.
+pub struct Node {
+    pub addr: String,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    pub fn start(port: u16, bootstrap: &str, data_dir: &Path, vnodes: u32) -> Node {
+        Node::start_with(port, bootstrap, data_dir, vnodes, &[])
+    }
+
+    /// Starts a node with `extra` arguments after the usual ones.
+    pub fn start_with(
+        port: u16,
+        bootstrap: &str,
+        data_dir: &Path,
+        vnodes: u32,
+        extra: &[&str],
+    ) -> Node {
+        let child = Command::new(CHORDAL)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bootstrap",
+                bootstrap,
+                "--vnodes",
+                &vnodes.to_string(),
+            ])
+            .args([
+                "--stabilize-interval",
+                "200ms",
+                "--fix-fingers-interval",
+                "100ms",
+                "--rpc-timeout",
+                "500ms",
+            ])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("-vv")
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(data_dir.with_extension("log")).unwrap(),
+            ))
+            .spawn()
+            .expect("chordal starts");
+        Node {
+            addr: format!("127.0.0.1:{port}"),
+            port,
+            data_dir: data_dir.to_path_buf(),
+            child: Some(child),
+        }
+    }
+
+    pub fn kill_9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit after SIGTERM",
+                self.addr
+            );
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+}
+
+pub fn chordal(args: &[&str]) -> Output {
+    Command::new(CHORDAL)
+        .args(args)
+        .output()
+        .expect("chordal runs")
+}
+
+/// What `chordal ring --via ADDR` showed.
+#[derive(Debug)]
+pub struct RingView {
+    pub whole: bool,
+    pub summary: String,
+    /// (id, address) of every member, in the order printed.
+    pub members: Vec<(String, String)>,
+}
+
+impl RingView {
+    pub fn processes(&self) -> BTreeSet<String> {
+        self.members.iter().map(|(_, addr)| addr.clone()).collect()
+    }
+
+    pub fn ids_of(&self, addr: &str) -> BTreeSet<String> {
+        self.members
+            .iter()
+            .filter(|(_, a)| a == addr)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+}
+
+pub fn ring_via(addr: &str) -> RingView {
+    let output = chordal(&["ring", "--via", addr, "--timeout", "2s"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let members = stdout
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let id = words.next()?;
+            let addr = words.next()?;
+            (id.len() == 16 && id.chars().all(|c| c.is_ascii_hexdigit()))
+                .then(|| (id.to_string(), addr.to_string()))
+        })
+        .collect();
+    let summary = stdout.lines().last().unwrap_or_default().to_string();
+    RingView {
+        whole: output.status.success(),
+        summary,
+        members,
+    }
+}
+
+/// Waits until the ring seen from every one of `nodes` is whole and holds
+/// exactly their processes with `vnodes` members each.
+pub fn wait_for_ring(nodes: &[&Node], vnodes: usize) -> RingView {
+    let expected: BTreeSet<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let views: Vec<RingView> = nodes.iter().map(|n| ring_via(&n.addr)).collect();
+        let good = views.iter().all(|v| {
+            v.whole && v.processes() == expected && v.members.len() == expected.len() * vnodes
+        });
+        if good {
+            return views.into_iter().next().unwrap();
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> = nodes
+                .iter()
+                .map(|n| format!("--- {}\n{}", n.addr, tail(&n.log())))
+                .collect();
+            panic!(
+                "ring did not settle: {:#?}\n{}",
+                views.iter().map(|v| &v.summary).collect::<Vec<_>>(),
+                logs.join("\n")
+            );
+        }
+        sleep(Duration::from_millis(300));
+    }
+}
+
+pub fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+pub fn start_ring(dir: &Path, count: usize, vnodes: u32) -> Vec<Node> {
+    let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
+    let bootstrap = format!("127.0.0.1:{}", ports[0]);
+    ports
+        .iter()
+        .map(|&port| {
+            let node = Node::start(port, &bootstrap, &dir.join(format!("node-{port}")), vnodes);
+            if port == ports[0] {
+                sleep(Duration::from_millis(300));
+            }
+            node
+        })
+        .collect()
+}
