@@ -187,13 +187,20 @@ fn every_key_stays_readable_while_two_nodes_join_and_one_leaves() {
     rt.block_on(reader).unwrap();
 
     let failures = failures.lock().unwrap();
-    assert!(
-        failures.is_empty(),
-        "{} failed reads in {} passes, first: {:?}",
-        failures.len(),
-        passes.load(Ordering::SeqCst),
-        &failures[..failures.len().min(10)]
-    );
+    if !failures.is_empty() {
+        let logs: Vec<String> = nodes
+            .iter()
+            .chain([&leaver])
+            .map(|n| format!("--- {}\n{}", n.addr, data_events(&n.log())))
+            .collect();
+        panic!(
+            "{} failed reads in {} passes, first: {:?}\n{}",
+            failures.len(),
+            passes.load(Ordering::SeqCst),
+            &failures[..failures.len().min(10)],
+            logs.join("\n")
+        );
+    }
     let joined: Vec<&Node> = nodes.iter().collect();
     for node in &joined[5..] {
         assert!(
@@ -204,6 +211,18 @@ fn every_key_stays_readable_while_two_nodes_join_and_one_leaves() {
     }
     let conns = rt.block_on(connect_all(&joined));
     rt.block_on(check_every_key(&conns, KEYS));
+}
+
+/// The lines of a node's log about hand-offs, joins and warnings.
+fn data_events(log: &str) -> String {
+    log.lines()
+        .filter(|l| {
+            ["hand", "took over", "joined", "WARN", "ERROR", "leaving"]
+                .iter()
+                .any(|word| l.contains(word))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]

@@ -573,20 +573,32 @@ impl Data {
         const MAX_FAILURES: u32 = 6;
         let mut stats = TransferStats::default();
         let mut after: Option<Vec<u8>> = None;
-        let (mut refusals, mut failures) = (0, 0);
+        const MAX_WAITS: u32 = 120;
+        let (mut refusals, mut failures, mut waits) = (0, 0, 0);
+        let mut seen_joined = false;
         let mut members = self.members.clone();
         loop {
             // Unless the join said, the arc starts after this member's
-            // predecessor, once known.
+            // predecessor, once known. (The notice that started this may
+            // be ahead of the published membership: wait for it.)
             let from = loop {
-                let Some(me) = self.member(member.id).filter(|m| m.joined) else {
-                    return Err(Error::Unavailable("the member left the ring".into()));
-                };
-                if let Some(from) = from {
-                    break from;
+                match self.member(member.id) {
+                    Some(me) if me.joined => {
+                        seen_joined = true;
+                        if let Some(from) = from.or(me.predecessor.map(|p| p.id)) {
+                            break from;
+                        }
+                    }
+                    _ if seen_joined => {
+                        return Err(Error::Unavailable("the member left the ring".into()))
+                    }
+                    _ => {}
                 }
-                if let Some(p) = me.predecessor {
-                    break p.id;
+                waits += 1;
+                if waits == MAX_WAITS {
+                    return Err(Error::Unavailable(
+                        "the member never came to know its predecessor".into(),
+                    ));
                 }
                 let wait = tokio::time::timeout(self.config.rpc_timeout, members.changed());
                 if let Ok(Err(_)) = wait.await {
