@@ -30,7 +30,7 @@ use crate::id::{between_open_closed, Id};
 use crate::ring::{LookupOutcome, NodeRef};
 use crate::rpc::{self, DataPeer, NodeApi};
 use crate::store::{self, Record, RocksEngine, Store, StoreError, Version};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -178,6 +178,7 @@ pub struct Data {
     pending: Mutex<HashMap<Id, Pending>>,
     /// Set when the process starts leaving: writes are refused from then on.
     leaving: AtomicBool,
+    routes: RouteCache,
 }
 
 impl Data {
@@ -200,6 +201,7 @@ impl Data {
             barrier: RwLock::new(()),
             pending: Mutex::new(HashMap::new()),
             leaving: AtomicBool::new(false),
+            routes: RouteCache::default(),
         }
     }
 
@@ -467,10 +469,20 @@ impl Data {
         let deadline = Instant::now() + self.config.retry_budget;
         let mut pause = Duration::from_millis(25);
         let mut last_problem = String::from("no attempt was made");
+        // A route remembered from an earlier lookup saves the lookup; the
+        // owner's own check makes a stale one cost a retry, never a wrong
+        // answer.
+        let mut cached = self.routes.find(key_id);
         loop {
-            match self.router.lookup(key_id).await {
-                Ok(outcome) => {
-                    let mut candidates = owner_candidates(&outcome);
+            let candidates = match cached.take() {
+                Some(candidates) => Ok((candidates, true)),
+                None => self.router.lookup(key_id).await.map(|outcome| {
+                    self.routes.remember(&outcome);
+                    (owner_candidates(&outcome), false)
+                }),
+            };
+            let from_cache = match candidates {
+                Ok((mut candidates, from_cache)) => {
                     let mut tries = 0;
                     while let Some(target) = candidates.pop() {
                         if tries == MAX_TRIES_PER_LOOKUP {
@@ -491,8 +503,16 @@ impl Data {
                             Err(error) => last_problem = format!("{target}: {error}"),
                         }
                     }
+                    from_cache
                 }
-                Err(error) => last_problem = error.to_string(),
+                Err(error) => {
+                    last_problem = error.to_string();
+                    false
+                }
+            };
+            if from_cache {
+                self.routes.forget(key_id);
+                continue; // straight to a fresh lookup
             }
             if Instant::now() + pause > deadline {
                 return Err(Error::Unavailable(format!(
@@ -802,6 +822,54 @@ impl Data {
             Ok(0) => {}
             Ok(purged) => tracing::debug!("purged {purged} expired records"),
             Err(error) => tracing::warn!("purging expired records failed: {error}"),
+        }
+    }
+}
+
+/// Arcs learned from lookups, by owner id: the arc's start (the lookup's
+/// predecessor) and the successor list that answered.
+#[derive(Default)]
+struct RouteCache {
+    arcs: Mutex<BTreeMap<Id, (Id, Vec<NodeRef>)>>,
+}
+
+impl RouteCache {
+    /// More arcs than a ring of 1024 processes of 16 members has.
+    const MAX_ARCS: usize = 16_384;
+
+    /// Whom to try for `key`, last first, if a remembered arc holds it.
+    fn find(&self, key: Id) -> Option<Vec<NodeRef>> {
+        let arcs = self.arcs.lock().expect("route cache lock");
+        // The arc holding `key` is the one of the first owner at or after it.
+        let (owner, (start, successors)) =
+            arcs.range(key..).next().or_else(|| arcs.iter().next())?;
+        between_open_closed(*start, key, *owner).then(|| successors.iter().rev().cloned().collect())
+    }
+
+    fn remember(&self, outcome: &LookupOutcome) {
+        let mut arcs = self.arcs.lock().expect("route cache lock");
+        if arcs.len() >= Self::MAX_ARCS {
+            arcs.clear();
+        }
+        let owner = outcome.owner().id;
+        // Arcs the new one overlaps are out of date.
+        arcs.retain(|id, (start, _)| {
+            *id == owner
+                || !(between_open_closed(outcome.predecessor.id, *id, owner)
+                    || between_open_closed(*start, owner, *id))
+        });
+        arcs.insert(owner, (outcome.predecessor.id, outcome.successors.clone()));
+    }
+
+    fn forget(&self, key: Id) {
+        let mut arcs = self.arcs.lock().expect("route cache lock");
+        let owner = arcs
+            .range(key..)
+            .next()
+            .or_else(|| arcs.iter().next())
+            .map(|(owner, _)| *owner);
+        if let Some(owner) = owner {
+            arcs.remove(&owner);
         }
     }
 }

@@ -2,7 +2,7 @@
 //! set by hand.
 
 use super::*;
-use crate::ring::{LookupOutcome, Request, Response};
+use crate::ring::{Request, Response};
 use crate::rpc::ProcessInfo;
 
 /// A router that knows nothing: these tests call the owner side directly.
@@ -275,4 +275,36 @@ fn keys_print_as_text_when_printable_and_hex_otherwise() {
     assert_eq!(printable(&[0, 255]), "0x00ff (2 bytes)");
     assert_eq!(human_bytes(10), "10 B");
     assert_eq!(human_bytes(3 << 20), "3.0 MiB");
+}
+
+#[test]
+fn remembered_routes_cover_their_arcs_and_newer_arcs_replace_overlapping_ones() {
+    let node = |id: u64| NodeRef::new(Id(id), format!("127.0.0.1:{id}"));
+    let outcome = |predecessor: u64, owner: u64| LookupOutcome {
+        target: Id(owner),
+        predecessor: node(predecessor),
+        successors: vec![node(owner), node(owner + 1)],
+        path: vec![],
+    };
+    let routes = RouteCache::default();
+    assert!(routes.find(Id(5)).is_none());
+    routes.remember(&outcome(100, 200));
+    routes.remember(&outcome(200, 300));
+    // Candidates come last first: the owner is popped first.
+    assert_eq!(routes.find(Id(150)).unwrap().pop().unwrap().id, Id(200));
+    assert_eq!(routes.find(Id(300)).unwrap().pop().unwrap().id, Id(300));
+    assert!(routes.find(Id(100)).is_none());
+    assert!(routes.find(Id(301)).is_none());
+    // A member joined at 250: (200, 250] replaces the arc (200, 300].
+    routes.remember(&outcome(200, 250));
+    assert_eq!(routes.find(Id(220)).unwrap().pop().unwrap().id, Id(250));
+    assert!(routes.find(Id(280)).is_none());
+    assert_eq!(routes.find(Id(150)).unwrap().pop().unwrap().id, Id(200));
+    // An arc that wraps past zero.
+    routes.remember(&outcome(u64::MAX - 10, 50));
+    assert_eq!(routes.find(Id(3)).unwrap().pop().unwrap().id, Id(50));
+    assert_eq!(routes.find(Id(u64::MAX)).unwrap().pop().unwrap().id, Id(50));
+    routes.forget(Id(3));
+    assert!(routes.find(Id(3)).is_none());
+    assert!(routes.find(Id(150)).is_some());
 }

@@ -5,8 +5,8 @@
 
 use super::{member_from_pb, member_to_pb, pb, validate_key, ApiService, NodeApi, Pool};
 use crate::data::{
-    Data, Entry, NotOwner, ReadAnswer, TransferStats, Value, WriteAnswer, WriteOp, Written,
-    BATCH_RECORDS,
+    wall_ms, Data, Entry, NotOwner, ReadAnswer, TransferStats, Value, WriteAnswer, WriteOp,
+    Written, BATCH_RECORDS,
 };
 use crate::id::Id;
 use crate::ring::NodeRef;
@@ -18,6 +18,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Status, Streaming};
+
+/// How far ahead of this node's clock a received record's version may be.
+const MAX_CLOCK_AHEAD_MS: u64 = 3_600_000;
 
 // ----- conversions --------------------------------------------------------------
 
@@ -57,10 +60,18 @@ fn entry_from_pb(record: pb::StoredRecord, max_value: usize) -> Result<Entry, St
     if record.tombstone && !record.value.is_empty() {
         return Err(Status::invalid_argument("a tombstone carries a value"));
     }
+    let version = version_from_pb(record.version)?;
+    // A version from far in the future would win every later write: refuse
+    // it rather than let one broken clock freeze a key.
+    if version.clock > (wall_ms() + MAX_CLOCK_AHEAD_MS) << 16 {
+        return Err(Status::invalid_argument(
+            "a record's clock is more than an hour ahead of this node's",
+        ));
+    }
     Ok(Entry {
         key: record.key,
         record: Record {
-            version: version_from_pb(record.version)?,
+            version,
             tombstone: record.tombstone,
             expires_at: record.expires_at_ms,
             value: record.value,
@@ -601,4 +612,44 @@ pub async fn stream_baseline(
     stats.elapsed = started.elapsed();
     server.abort();
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(key: &[u8], clock: u64, tombstone: bool, value: &[u8]) -> pb::StoredRecord {
+        pb::StoredRecord {
+            key: key.to_vec(),
+            version: Some(pb::Version { clock, writer: 1 }),
+            tombstone,
+            expires_at_ms: None,
+            value: value.to_vec(),
+        }
+    }
+
+    #[test]
+    fn received_records_are_checked_before_they_are_stored() {
+        let now = wall_ms() << 16;
+        assert!(entry_from_pb(record(b"k", now, false, b"v"), 10).is_ok());
+        let far_future = (wall_ms() + 2 * MAX_CLOCK_AHEAD_MS) << 16;
+        for bad in [
+            record(b"", now, false, b"v"),
+            record(&[b'k'; 1025], now, false, b"v"),
+            record(b"k", now, false, &[0; 11]),
+            record(b"k", now, true, b"v"),
+            record(b"k", far_future, false, b"v"),
+            pb::StoredRecord {
+                version: None,
+                ..record(b"k", now, false, b"v")
+            },
+        ] {
+            let status = entry_from_pb(bad, 10).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        }
+        let too_many = pb::RecordBatch {
+            records: vec![record(b"k", now, false, b"v"); 2 * BATCH_RECORDS + 1],
+        };
+        assert!(batch_from_pb(too_many, 10).is_err());
+    }
 }
