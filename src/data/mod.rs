@@ -807,9 +807,11 @@ impl Data {
                     human_bytes(stats.bytes),
                     humantime::format_duration(round_ms(started.elapsed()))
                 ),
-                Err(status) => tracing::error!(
+                // Typical when a whole ring stops at once: the records stay
+                // in this data directory and are served again on restart.
+                Err(status) => tracing::warn!(
                     member = %member.me, to = %target,
-                    "could not hand the arc over; its records stay in the data directory: {}",
+                    "could not hand the arc over ({}); its records stay in this node's data directory",
                     status.message()
                 ),
             }
