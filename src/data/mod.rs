@@ -213,6 +213,11 @@ impl Data {
         &self.store
     }
 
+    /// Join hand-offs under way on this process.
+    pub fn hand_offs_pending(&self) -> usize {
+        self.pending.lock().expect("pending lock").len()
+    }
+
     // ----- checks ---------------------------------------------------------------
 
     /// Rejects empty and oversized keys, oversized values and absurd TTLs.

@@ -139,6 +139,10 @@ pub struct DataService {
 }
 
 impl DataService {
+    pub fn new(data: Arc<Data>) -> DataService {
+        DataService { data }
+    }
+
     pub fn server(data: Arc<Data>) -> pb::data_server::DataServer<DataService> {
         let limit = data.config().max_message();
         pb::data_server::DataServer::new(DataService { data })
