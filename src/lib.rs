@@ -11,6 +11,7 @@
 //! * [`store`]: records laid out by ring position, on RocksDB or in memory.
 //! * [`data`]: keys at their owners, routed requests, and the hand-off of
 //!   arcs when members join and leave.
+//! * [`loadgen`]: the workload runner behind `chordal bench`.
 //! * [`node`]: the runtime that drives one process's state machine over
 //!   the network.
 

@@ -26,7 +26,7 @@
 //! to its first successor on another process before the node says goodbye.
 
 use crate::error::{Error, Result};
-use crate::id::{between_open_closed, Id};
+use crate::id::{between_open, between_open_closed, Id};
 use crate::ring::{LookupOutcome, NodeRef};
 use crate::rpc::{self, DataPeer, NodeApi};
 use crate::store::{self, Record, RocksEngine, Store, StoreError, Version};
@@ -179,6 +179,9 @@ pub struct Data {
     /// Set when the process starts leaving: writes are refused from then on.
     leaving: AtomicBool,
     routes: RouteCache,
+    /// Where each newly joined member's arc starts, by member, until it
+    /// learns its predecessor.
+    join_arcs: Mutex<HashMap<Id, Id>>,
 }
 
 impl Data {
@@ -202,6 +205,7 @@ impl Data {
             pending: Mutex::new(HashMap::new()),
             leaving: AtomicBool::new(false),
             routes: RouteCache::default(),
+            join_arcs: Mutex::new(HashMap::new()),
         }
     }
 
@@ -255,14 +259,32 @@ impl Data {
                 reason: format!("member {id} is not in the ring here"),
             });
         };
-        match &member.predecessor {
-            // Without a known predecessor the member takes what it is sent:
-            // only a lookup that ends at its predecessor sends it anything.
-            Some(p) if !between_open_closed(p.id, key_id, member.me.id) => Err(NotOwner {
-                hint: Some(p.clone()),
-                reason: format!("{key_id} is not in the arc ({}, {}]", p.id, member.me.id),
-            }),
-            _ => Ok(member),
+        // The arc starts after the predecessor; until the member knows one,
+        // after the arc start its join found, if any. A member that knows
+        // neither refuses: a wrong guess would answer "missing" for keys
+        // another member holds, while a refusal only costs a retry.
+        let start = match &member.predecessor {
+            Some(p) => {
+                self.join_arcs.lock().expect("join arcs lock").remove(&id);
+                p.id
+            }
+            None => match self.join_arcs.lock().expect("join arcs lock").get(&id) {
+                Some(start) => *start,
+                None => {
+                    return Err(NotOwner {
+                        hint: None,
+                        reason: format!("member {id} does not know its predecessor yet"),
+                    })
+                }
+            },
+        };
+        if between_open_closed(start, key_id, member.me.id) {
+            Ok(member)
+        } else {
+            Err(NotOwner {
+                hint: member.predecessor.clone(),
+                reason: format!("{key_id} is not in the arc ({start}, {id}]"),
+            })
         }
     }
 
@@ -300,7 +322,7 @@ impl Data {
         // version than ours; the new one must follow it.
         let mut existed_there = false;
         if let Some(source) = self.pending_source(member) {
-            if let Some(record) = self.read_through(&source, &op.key).await {
+            if let Some(record) = self.read_through(&source, &op.key).await? {
                 self.hlc.observe(record.version.clock);
                 existed_there = !record.tombstone && !record.is_expired(now);
             }
@@ -335,9 +357,12 @@ impl Data {
         if let Err(not_owner) = self.check_owner(member, Id::of_key(key)) {
             return Ok(ReadAnswer::NotOwner(not_owner));
         }
+        // Pending first: a hand-off that ends between the two reads below
+        // has then been read through, not missed.
+        let pending = self.pending_source(member);
         let mut record = self.read_local(key)?;
-        if let Some(source) = self.pending_source(member) {
-            if let Some(there) = self.read_through(&source, key).await {
+        if let Some(source) = pending {
+            if let Some(there) = self.read_through(&source, key).await? {
                 if record.as_ref().is_none_or(|here| there.supersedes(here)) {
                     record = Some(there);
                 }
@@ -351,16 +376,17 @@ impl Data {
         self.store.get(key, wall_ms()).map_err(store_error)
     }
 
-    /// The old owner's record during a hand-off; `None` also when it cannot
-    /// be asked (its copy is then on its way, or lost with it).
-    async fn read_through(&self, source: &NodeRef, key: &[u8]) -> Option<Record> {
+    /// The old owner's record during a hand-off. When the old owner cannot
+    /// be asked, the answer is UNAVAILABLE, never "missing": the record may
+    /// well be there, and the coordinator retries.
+    async fn read_through(&self, source: &NodeRef, key: &[u8]) -> Result<Option<Record>> {
         match self.peers.read(source, key, true).await {
-            Ok(ReadAnswer::Found(record)) => Some(record),
-            Ok(_) => None,
-            Err(status) => {
-                tracing::debug!(%source, "read-through failed: {}", status.message());
-                None
-            }
+            Ok(ReadAnswer::Found(record)) => Ok(Some(record)),
+            Ok(_) => Ok(None),
+            Err(status) => Err(Error::Unavailable(format!(
+                "this member is still taking its arc over from {source}, which did not answer: {}",
+                status.message()
+            ))),
         }
     }
 
@@ -544,8 +570,16 @@ impl Data {
         successor: NodeRef,
         before: Option<NodeRef>,
     ) {
-        // Our own id there is a restart the successor has not noticed yet.
-        let from = before.filter(|b| b.id != member.id).map(|b| b.id);
+        // The successor's predecessor is where our arc starts, if it lies
+        // before us. (Our own id there is a restart the successor has not
+        // noticed yet; one past us, a join that landed behind another.)
+        let from = before
+            .filter(|b| between_open(b.id, member.id, successor.id))
+            .map(|b| b.id);
+        if let Some(from) = from {
+            let mut join_arcs = self.join_arcs.lock().expect("join arcs lock");
+            join_arcs.insert(member.id, from);
+        }
         let successor = if successor.addr == self.addr {
             match self.pending_source(successor.id) {
                 Some(source) => source,

@@ -127,7 +127,7 @@ async fn the_owner_writes_reads_and_refuses_keys_outside_its_arc() {
 
 #[tokio::test]
 async fn every_write_by_the_owner_supersedes_the_one_before_and_deletes_leave_tombstones() {
-    let f = fixture(vec![member(5, None)]);
+    let f = fixture(vec![member(5, Some(5))]);
     let mut versions = Vec::new();
     for round in 0..50 {
         match f
@@ -162,7 +162,7 @@ async fn every_write_by_the_owner_supersedes_the_one_before_and_deletes_leave_to
 
 #[tokio::test]
 async fn a_record_from_another_clock_far_ahead_is_followed_not_shadowed() {
-    let f = fixture(vec![member(5, None)]);
+    let f = fixture(vec![member(5, Some(5))]);
     // The old owner's clock ran an hour ahead of ours.
     let ahead = Version {
         clock: (wall_ms() + 3_600_000) << 16,
@@ -440,4 +440,73 @@ async fn an_interrupted_hand_off_resumes_after_the_last_key_received() {
         .map(|(_, record)| String::from_utf8(record.value).unwrap())
         .collect();
     assert_eq!(held, moved);
+}
+
+#[tokio::test]
+async fn while_the_old_owner_cannot_be_asked_a_taking_over_member_answers_unavailable() {
+    let f = fixture(vec![member(5, Some(5))]);
+    let nowhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = nowhere.local_addr().unwrap().to_string();
+    drop(nowhere);
+    f.data.pending.lock().unwrap().insert(
+        Id(5),
+        Pending {
+            source: NodeRef::new(Id(9), closed),
+        },
+    );
+    let read = f.data.read_as_owner(Id(5), b"k").await;
+    assert!(matches!(read, Err(Error::Unavailable(_))), "{read:?}");
+    let write = f.data.write_as_owner(Id(5), put("k", "v")).await;
+    assert!(matches!(write, Err(Error::Unavailable(_))), "{write:?}");
+    // Nothing was written behind the old owner's back.
+    assert!(f.data.read_local(b"k").unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_member_without_a_predecessor_serves_only_the_arc_its_join_found() {
+    let (low, high) = (1u64 << 62, 1u64 << 63);
+    let f = fixture(vec![member(high, None)]);
+    let keys: Vec<String> = (0..200).map(|i| format!("key-{i}")).collect();
+    let mine = keys_in_arc(&keys, Id(low), Id(high));
+    let theirs = keys.iter().find(|k| !mine.contains(k)).unwrap();
+    // Nothing known: every key is refused, never answered "missing".
+    for key in [&mine[0], theirs] {
+        let read = f
+            .data
+            .read_as_owner(Id(high), key.as_bytes())
+            .await
+            .unwrap();
+        assert!(matches!(read, ReadAnswer::NotOwner(_)), "{read:?}");
+    }
+    // Joined before a sibling on this process whose predecessor was `low`.
+    f.data.take_over(
+        NodeRef::new(Id(high), ADDR),
+        NodeRef::new(Id(high + 10), ADDR),
+        Some(NodeRef::new(Id(low), "127.0.0.1:2")),
+    );
+    let read = f
+        .data
+        .read_as_owner(Id(high), mine[0].as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(read, ReadAnswer::Missing);
+    let read = f
+        .data
+        .read_as_owner(Id(high), theirs.as_bytes())
+        .await
+        .unwrap();
+    assert!(matches!(read, ReadAnswer::NotOwner(_)), "{read:?}");
+    // A join that landed behind its successor's predecessor tells nothing.
+    let g = fixture(vec![member(high, None)]);
+    g.data.take_over(
+        NodeRef::new(Id(high), ADDR),
+        NodeRef::new(Id(high + 10), ADDR),
+        Some(NodeRef::new(Id(high + 5), "127.0.0.1:2")),
+    );
+    let read = g
+        .data
+        .read_as_owner(Id(high), mine[0].as_bytes())
+        .await
+        .unwrap();
+    assert!(matches!(read, ReadAnswer::NotOwner(_)), "{read:?}");
 }
