@@ -47,6 +47,7 @@ impl From<tonic::Status> for Error {
                 Error::InvalidArgument(format!("the request is too large: {message}"))
             }
             tonic::Code::NotFound => Error::NotFound(message),
+            tonic::Code::Unavailable => Error::Unavailable(message),
             code => Error::Unavailable(format!("{code:?}: {message}")),
         }
     }

@@ -268,6 +268,8 @@ impl Data {
                 self.join_arcs.lock().expect("join arcs lock").remove(&id);
                 p.id
             }
+            // Alone in the ring: every key is this member's.
+            None if member.successors.iter().all(|s| s.id == id) => id,
             None => match self.join_arcs.lock().expect("join arcs lock").get(&id) {
                 Some(start) => *start,
                 None => {

@@ -510,3 +510,17 @@ async fn a_member_without_a_predecessor_serves_only_the_arc_its_join_found() {
         .unwrap();
     assert!(matches!(read, ReadAnswer::NotOwner(_)), "{read:?}");
 }
+
+#[tokio::test]
+async fn a_member_alone_in_its_ring_owns_every_key() {
+    let alone = LocalMember {
+        successors: vec![NodeRef::new(Id(7), ADDR)],
+        ..member(7, None)
+    };
+    let f = fixture(vec![alone]);
+    for i in 0..50 {
+        let key = format!("key-{i}");
+        let answer = f.data.write_as_owner(Id(7), put(&key, "v")).await.unwrap();
+        assert!(matches!(answer, WriteAnswer::Written { .. }), "{answer:?}");
+    }
+}
