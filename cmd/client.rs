@@ -25,6 +25,7 @@ pub struct Via {
 
 #[derive(Args, Debug)]
 pub struct PutArgs {
+    /// The key: 1 byte to 1 KiB.
     key: String,
     /// The value; omit it to give --file, or to pipe the value on stdin.
     #[arg(conflicts_with = "file")]
@@ -41,6 +42,7 @@ pub struct PutArgs {
 
 #[derive(Args, Debug)]
 pub struct GetArgs {
+    /// The key: 1 byte to 1 KiB.
     key: String,
     /// Read the copy held by the --via node itself, not the owner's.
     #[arg(long)]
@@ -54,6 +56,7 @@ pub struct GetArgs {
 
 #[derive(Args, Debug)]
 pub struct DeleteArgs {
+    /// The key: 1 byte to 1 KiB.
     key: String,
     #[command(flatten)]
     via: Via,
