@@ -14,7 +14,7 @@ mod common;
 
 use chordal::data::TransferStats;
 use chordal::id::{between_open_closed, Id};
-use chordal::loadgen::{self, Kind, RingTarget, Target, Workload};
+use chordal::loadgen::{Kind, RingTarget, Target};
 use chordal::store::{Hlc, Record, RocksEngine, Store, Version};
 use common::*;
 use rand::RngCore;
@@ -64,7 +64,7 @@ impl Target for InProcess {
                 .map(|_| true),
             Kind::Delete => self
                 .store
-                .update(key, |e| Record::tombstone(version(e)))
+                .update(key, |e| Record::tombstone(version(e), None))
                 .map(|(previous, _)| previous.is_some_and(|p| !p.tombstone)),
             Kind::Get => self
                 .store
@@ -75,65 +75,6 @@ impl Target for InProcess {
     }
 }
 
-fn workload(ops: u64, concurrency: usize, mix: &str) -> Workload {
-    Workload {
-        ops,
-        concurrency,
-        value_size: 100,
-        mix: mix.parse().unwrap(),
-        keys: 10_000,
-    }
-}
-
-/// Preloads every key, then runs the put/get mix at concurrency 1 and 64.
-async fn measure(name: &str, target: Arc<dyn Target>, ops: u64) {
-    loadgen::run(target.clone(), &workload(10_000, 64, "put:1"), |_| {})
-        .await
-        .unwrap();
-    for (concurrency, ops) in [(1, ops / 10), (64, ops)] {
-        let report = loadgen::run(
-            target.clone(),
-            &workload(ops, concurrency, "put:50,get:50"),
-            |_| {},
-        )
-        .await
-        .unwrap();
-        assert_eq!(report.errors(), 0, "{report}");
-        let p = |kind: Kind, q: f64| {
-            report
-                .kinds
-                .iter()
-                .find(|k| k.kind == kind)
-                .map_or(0, |k| k.latency.value_at_quantile(q))
-        };
-        println!(
-            "| {name} | {concurrency} | {:.0} | {} | {} | {} | {} |",
-            report.throughput(),
-            p(Kind::Put, 0.5),
-            p(Kind::Put, 0.99),
-            p(Kind::Get, 0.5),
-            p(Kind::Get, 0.99),
-        );
-    }
-}
-
-async fn start_ring(dir: &Path, count: usize, vnodes: u32) -> (Nodes, Vec<String>) {
-    let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
-    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let mut nodes = Nodes::default();
-    for (index, port) in ports.iter().enumerate() {
-        let data_dir = dir.join(port.to_string());
-        nodes
-            .0
-            .push(spawn_node(*port, &addrs[0], &data_dir, vnodes, None));
-        if index == 0 {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    }
-    wait_for_ring(&addrs[0], count * vnodes as usize).await;
-    (nodes, addrs)
-}
-
 async fn throughput(ops: u64) -> u64 {
     println!("## put/get, 100-byte values, 10,000 keys, mix put:50,get:50\n");
     println!(
@@ -141,7 +82,7 @@ async fn throughput(ops: u64) -> u64 {
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(RocksEngine::open(&dir.path().join("in-process")).unwrap());
+    let store = Store::new(RocksEngine::open(&dir.path().join("in-process")).unwrap()).unwrap();
     let in_process = Arc::new(InProcess {
         store,
         hlc: Hlc::default(),
@@ -169,7 +110,7 @@ async fn throughput(ops: u64) -> u64 {
 /// Fills `data_dir`'s database with `records` random 1 KiB values whose
 /// ids fall in `(from, to]`.
 fn fill_arc(data_dir: &Path, from: Id, to: Id, records: u64) {
-    let store = Store::new(RocksEngine::open(&data_dir.join("db")).unwrap());
+    let store = Store::new(RocksEngine::open(&data_dir.join("db")).unwrap()).unwrap();
     let mut rng = rand::rng();
     let mut value = vec![0u8; 1024];
     let (mut written, mut candidate) = (0, 0u64);

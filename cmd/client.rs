@@ -1,4 +1,4 @@
-//! The client subcommands: put, get, delete and bench.
+//! The client subcommands: put, get, delete, repair and bench.
 
 use anyhow::{bail, Context};
 use chordal::data::printable;
@@ -36,6 +36,10 @@ pub struct PutArgs {
     /// Forget the value after this long (e.g. 30s, 10m, 2h).
     #[arg(long, value_parser = humantime::parse_duration)]
     ttl: Option<Duration>,
+    /// Copies to wait for, the owner's included [default: the node's
+    /// --write-quorum]; at most the ring's --replicas.
+    #[arg(long = "w", value_name = "W")]
+    write_quorum: Option<u32>,
     #[command(flatten)]
     via: Via,
 }
@@ -50,6 +54,10 @@ pub struct GetArgs {
     /// Also print the owner, version and expiry on stderr.
     #[arg(long)]
     meta: bool,
+    /// Replicas to hear from, the owner included [default: the node's
+    /// --read-quorum]; the newest answer wins.
+    #[arg(long = "r", value_name = "R", conflicts_with = "local")]
+    read_quorum: Option<u32>,
     #[command(flatten)]
     via: Via,
 }
@@ -58,8 +66,22 @@ pub struct GetArgs {
 pub struct DeleteArgs {
     /// The key: 1 byte to 1 KiB.
     key: String,
+    /// Copies of the tombstone to wait for [default: --write-quorum].
+    #[arg(long = "w", value_name = "W")]
+    write_quorum: Option<u32>,
     #[command(flatten)]
     via: Via,
+}
+
+#[derive(Args, Debug)]
+pub struct RepairArgs {
+    /// The node whose arcs to repair.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:10001")]
+    via: String,
+    /// How long to wait for the report (a replica that lacks everything
+    /// takes as long as copying its arcs).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    timeout: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -116,10 +138,11 @@ pub async fn put(args: PutArgs) -> anyhow::Result<()> {
     let size = value.len();
     let written = connect(&args.via)
         .await?
-        .put(
+        .put_with_quorum(
             args.key.as_bytes(),
             value,
             args.ttl.unwrap_or(Duration::ZERO),
+            quorum(args.write_quorum)?,
         )
         .await?;
     let expiry = match args.ttl {
@@ -127,17 +150,28 @@ pub async fn put(args: PutArgs) -> anyhow::Result<()> {
         None => String::new(),
     };
     eprintln!(
-        "stored {} ({size} bytes) at {}{expiry}",
+        "stored {} ({size} bytes) at {}, {} {} acknowledged{expiry}",
         printable(args.key.as_bytes()),
-        written.owner
+        written.owner,
+        written.acks,
+        if written.acks == 1 { "copy" } else { "copies" }
     );
     Ok(())
+}
+
+/// A quorum from the command line: at least 1 (0 would mean "default").
+fn quorum(asked: Option<u32>) -> anyhow::Result<u32> {
+    match asked {
+        Some(0) => bail!("a quorum must be at least 1"),
+        Some(n) => Ok(n),
+        None => Ok(0),
+    }
 }
 
 pub async fn get(args: GetArgs) -> anyhow::Result<()> {
     let value = connect(&args.via)
         .await?
-        .get(args.key.as_bytes(), args.local)
+        .get_with_quorum(args.key.as_bytes(), args.local, quorum(args.read_quorum)?)
         .await?;
     if args.meta {
         let owner = value.owner.map_or_else(
@@ -166,7 +200,7 @@ pub async fn get(args: GetArgs) -> anyhow::Result<()> {
 pub async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
     let written = connect(&args.via)
         .await?
-        .delete(args.key.as_bytes())
+        .delete_with_quorum(args.key.as_bytes(), quorum(args.write_quorum)?)
         .await?;
     let key = printable(args.key.as_bytes());
     if written.existed {
@@ -176,6 +210,64 @@ pub async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
             "{key} had no value at {} (a tombstone was written anyway)",
             written.owner
         );
+    }
+    Ok(())
+}
+
+pub async fn repair(args: RepairArgs) -> anyhow::Result<()> {
+    let mut conn = ApiConn::connect(&args.via, args.timeout).await?;
+    eprintln!(
+        "repair: comparing the arcs of {} with their replicas",
+        args.via
+    );
+    let reports = conn.repair().await?;
+    if reports.is_empty() {
+        println!(
+            "no arc to repair: {} owns no arc with a replica on another process",
+            args.via
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<18} {:<22} {:>6} {:>8} {:>8} {:>8} {:>10} {:>9}",
+        "owner", "replica", "trips", "nodes", "sent", "received", "bytes", "ms"
+    );
+    let mut failed = 0;
+    let (mut pushed, mut pulled, mut bytes) = (0, 0, 0);
+    for report in &reports {
+        let stats = &report.stats;
+        println!(
+            "{:<18} {:<22} {:>6} {:>8} {:>8} {:>8} {:>10} {:>9.1}{}",
+            report.owner.id.to_string(),
+            report.replica.addr,
+            stats.round_trips,
+            stats.nodes_compared,
+            stats.pushed,
+            stats.pulled,
+            stats.bytes_sent + stats.bytes_received,
+            report.elapsed.as_secs_f64() * 1000.0,
+            report
+                .error
+                .as_ref()
+                .map(|e| format!("  FAILED: {e}"))
+                .unwrap_or_default()
+        );
+        failed += usize::from(report.error.is_some());
+        pushed += stats.pushed;
+        pulled += stats.pulled;
+        bytes += stats.bytes_sent + stats.bytes_received;
+    }
+    println!(
+        "{} rounds: {} in sync, {failed} failed; {pushed} records sent to replicas, {pulled} received from them, {} on the wire",
+        reports.len(),
+        reports
+            .iter()
+            .filter(|r| r.error.is_none() && r.stats.in_sync())
+            .count(),
+        chordal::data::human_bytes(bytes)
+    );
+    if failed > 0 {
+        bail!("{failed} of {} rounds failed", reports.len());
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ mod client;
 use anyhow::{bail, Context};
 use chordal::admin::{walk_ring, RingWalk};
 use chordal::node::{self, NodeConfig};
+use chordal::replica::ReplicationConfig;
 use chordal::ring;
 use chordal::rpc::ApiConn;
 use clap::{ArgAction, Args, Parser, Subcommand};
@@ -20,7 +21,10 @@ A peer-to-peer key-value store on a Chord ring that stays correct.
 
 With no subcommand, runs a ring node. Plain `chordal` listens on 127.0.0.1:10001
 and, since that is also its bootstrap address, starts a new ring; any other node
-joins it through 127.0.0.1:10001 unless given --bootstrap.
+joins it through 127.0.0.1:10001 unless given --bootstrap. Every key is kept on
+--replicas distinct processes (3), writes wait for --write-quorum (2) copies and
+reads gather --read-quorum (2) answers; replicas are compared and repaired with
+Merkle trees in the background.
 
   chordal                                  bootstrap node, new ring
   chordal --port 10002 -vvv                join through 127.0.0.1:10001, trace logs
@@ -32,6 +36,9 @@ joins it through 127.0.0.1:10001 unless given --bootstrap.
   chordal put KEY --file photo.jpg         ... read from a file (or stdin)
   chordal get KEY --via 127.0.0.1:10003    the value, or \"not found\"
   chordal delete KEY
+  chordal put KEY VALUE --w 3              wait for 3 copies (default: --write-quorum)
+  chordal get KEY --r 1                    answer from the owner alone
+  chordal repair --via 127.0.0.1:10001     anti-entropy now, with a report
   chordal bench --ops 100000 --concurrency 64 --mix put:50,get:50
 
 Ctrl-C or SIGTERM makes a node leave the ring gracefully.";
@@ -102,6 +109,36 @@ struct NodeArgs {
     /// Largest value accepted, in bytes; give every node the same limit.
     #[arg(long, default_value_t = chordal::data::DEFAULT_MAX_VALUE)]
     max_value_size: usize,
+
+    /// Copies N of every key, on distinct processes (the owner and the
+    /// next processes on the ring); give every node the same N.
+    #[arg(long, default_value_t = 3)]
+    replicas: usize,
+
+    /// Acknowledgements W a write waits for, the owner's included; a write
+    /// that gets fewer is answered "unavailable" with how many it got.
+    #[arg(long, default_value_t = 2)]
+    write_quorum: usize,
+
+    /// Replicas R a read gathers, the owner included; the newest version
+    /// wins and stale replicas are repaired. R + W > N makes every read
+    /// see the last acknowledged write.
+    #[arg(long, default_value_t = 2)]
+    read_quorum: usize,
+
+    /// How often each arc is compared with its replicas (Merkle
+    /// anti-entropy); a round also runs soon after every membership change.
+    /// 0 turns background rounds off: only `chordal repair` runs one.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    anti_entropy_interval: Duration,
+
+    /// How long a delete's tombstone is kept before it is purged. Every
+    /// replica must be reached by anti-entropy within it: a process away
+    /// for longer should rejoin with its data directory wiped, or it may
+    /// bring deleted values back. At least two anti-entropy intervals;
+    /// 0 keeps tombstones for ever.
+    #[arg(long, default_value = "1day", value_parser = humantime::parse_duration)]
+    tombstone_grace: Duration,
 }
 
 #[derive(Subcommand, Debug)]
@@ -113,6 +150,9 @@ enum Command {
     Get(client::GetArgs),
     /// Delete KEY (leaves a tombstone, so no older write can revive it).
     Delete(client::DeleteArgs),
+    /// Run an anti-entropy round of a node's arcs now, with every replica,
+    /// and report what differed and what moved.
+    Repair(client::RepairArgs),
     /// Measure throughput and latency (p50, p99, p99.9) of a put/get/delete
     /// workload against a ring.
     Bench(client::BenchArgs),
@@ -176,6 +216,7 @@ fn main() -> ExitCode {
             Some(Command::Put(args)) => client::put(args).await,
             Some(Command::Get(args)) => client::get(args).await,
             Some(Command::Delete(args)) => client::delete(args).await,
+            Some(Command::Repair(args)) => client::repair(args).await,
             Some(Command::Bench(args)) => client::bench(args).await,
             Some(Command::Lookup { key, via, timeout }) => lookup(&key, &via, timeout).await,
             Some(Command::Ring {
@@ -263,6 +304,13 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         rpc_timeout: args.rpc_timeout,
         data_dir: data_dir.clone(),
         max_value: args.max_value_size,
+        replication: ReplicationConfig {
+            replicas: args.replicas,
+            write_quorum: args.write_quorum,
+            read_quorum: args.read_quorum,
+            anti_entropy_interval: args.anti_entropy_interval,
+            tombstone_grace: args.tombstone_grace,
+        },
     };
     config.validate()?;
     let listener = tokio::net::TcpListener::bind(&listen)
@@ -342,7 +390,45 @@ fn print_ring(walk: &RingWalk) {
             fingers.len(),
             fingers.join(" ")
         );
+        println!("    records      {} in its arc", member.owned_records);
+        let replicas: Vec<String> = member.replicas.iter().map(replica_health).collect();
+        let replicas = if replicas.is_empty() {
+            "none (no other process in the ring)".to_string()
+        } else {
+            replicas.join(", ")
+        };
+        println!("    replicas     {replicas}");
     }
+    for process in &walk.process_info {
+        let owned: u64 = process.members.iter().map(|m| m.owned_records).sum();
+        println!(
+            "process {}: {} records: {owned} in its members' arcs, {} replicas of others'; {} hints held",
+            process.addr,
+            process.records,
+            process.records.saturating_sub(owned),
+            process.hints
+        );
+    }
+}
+
+/// `addr (in sync 12s ago)`, as `chordal ring` shows a replica.
+fn replica_health(health: &chordal::data::ReplicaHealth) -> String {
+    let state = match (&health.last_round_ago, &health.error) {
+        (None, _) => "no round yet".to_string(),
+        (Some(ago), Some(error)) => format!("round failed {} ago: {error}", seconds(*ago)),
+        (Some(ago), None) if health.in_sync => format!("in sync {} ago", seconds(*ago)),
+        (Some(ago), None) => format!(
+            "repaired {} ago: {} sent, {} received",
+            seconds(*ago),
+            health.pushed,
+            health.pulled
+        ),
+    };
+    format!("{} ({state})", health.replica.addr)
+}
+
+fn seconds(duration: Duration) -> String {
+    format!("{}s", duration.as_secs())
 }
 
 fn summary(walk: &RingWalk) -> String {
@@ -350,8 +436,29 @@ fn summary(walk: &RingWalk) -> String {
         (true, true) => "closed and ordered".to_string(),
         _ => format!("NOT WHOLE ({})", walk.problems.join("; ")),
     };
+    let replication = match walk.process_info.first() {
+        Some(process) => {
+            let copies = (process.replicas as usize).min(walk.processes);
+            let short: Vec<String> = walk
+                .members
+                .iter()
+                .filter(|m| m.replicas.len() + 1 < copies)
+                .map(|m| m.me.to_string())
+                .collect();
+            let health = if short.is_empty() {
+                format!("every arc on {copies} processes")
+            } else {
+                format!("{} arcs on fewer than {copies} processes", short.len())
+            };
+            format!(
+                "; N={} W={} R={}, {health}",
+                process.replicas, process.write_quorum, process.read_quorum
+            )
+        }
+        None => String::new(),
+    };
     format!(
-        "ring: {} members on {} processes, {state}",
+        "ring: {} members on {} processes, {state}{replication}",
         walk.members.len(),
         walk.processes
     )

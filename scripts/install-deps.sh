@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building Chordal needs on Debian/Ubuntu and is missing:
-# a C++ compiler and libclang (RocksDB's C++ sources and its Rust bindings).
+# a C++ compiler and libclang (RocksDB's C++ sources and its Rust bindings),
+# and iproute2 for the test that cuts a node off in a network namespace.
 # Protobuf needs nothing: the .proto file is compiled in pure Rust (protox).
 set -euo pipefail
 
@@ -20,6 +21,8 @@ if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ldconfig -p 2>/de
     missing+=(libclang-dev)
 fi
 command -v kill >/dev/null 2>&1 || missing+=(procps)
+# The partition test puts nodes in network namespaces (and skips without).
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing: ${missing[*]}" >&2

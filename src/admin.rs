@@ -25,12 +25,15 @@ pub struct RingWalk {
     pub ordered: bool,
     /// Anything that went wrong on the way, in words.
     pub problems: Vec<String>,
+    /// What each process met said of itself, in the order met.
+    pub process_info: Vec<ProcessInfo>,
 }
 
 /// Walks the ring starting at the process `via`. `limit` bounds the number
 /// of members visited.
 pub async fn walk_ring(via: &str, timeout: Duration, limit: usize) -> Result<RingWalk> {
     let mut processes: HashMap<String, ProcessInfo> = HashMap::new();
+    let mut order: Vec<String> = Vec::new();
     let first = describe(via, timeout).await?;
     let start = first
         .members
@@ -38,6 +41,7 @@ pub async fn walk_ring(via: &str, timeout: Duration, limit: usize) -> Result<Rin
         .find(|m| m.joined)
         .cloned()
         .ok_or_else(|| Error::Unavailable(format!("{via} has not joined a ring yet")))?;
+    order.push(first.addr.clone());
     processes.insert(first.addr.clone(), first);
 
     let mut members: Vec<MemberInfo> = Vec::new();
@@ -70,6 +74,7 @@ pub async fn walk_ring(via: &str, timeout: Duration, limit: usize) -> Result<Rin
         if !processes.contains_key(&next.addr) {
             match describe(&next.addr, timeout).await {
                 Ok(info) => {
+                    order.push(next.addr.clone());
                     processes.insert(next.addr.clone(), info);
                 }
                 Err(e) => {
@@ -126,12 +131,17 @@ pub async fn walk_ring(via: &str, timeout: Duration, limit: usize) -> Result<Rin
         .map(|m| m.me.addr.as_str())
         .collect::<HashSet<_>>()
         .len();
+    let process_info = order
+        .iter()
+        .filter_map(|addr| processes.remove(addr))
+        .collect();
     Ok(RingWalk {
         members,
         processes: process_count,
         closed,
         ordered,
         problems,
+        process_info,
     })
 }
 

@@ -15,6 +15,11 @@ pub enum Error {
     /// not (yet, or any more) in a ring; retrying later may help.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// Fewer replicas answered than the write or read quorum needs; the
+    /// message says how many did. (A write answered so may or may not
+    /// survive.)
+    #[error("unavailable: {0}")]
+    Quorum(String),
     /// A configuration or data-directory problem found at start-up.
     #[error("configuration: {0}")]
     Config(String),
@@ -31,7 +36,9 @@ impl From<Error> for tonic::Status {
         match error {
             Error::InvalidArgument(message) => tonic::Status::invalid_argument(message),
             Error::NotFound(message) => tonic::Status::not_found(message),
-            Error::Unavailable(message) => tonic::Status::unavailable(message),
+            Error::Unavailable(message) | Error::Quorum(message) => {
+                tonic::Status::unavailable(message)
+            }
             other => tonic::Status::internal(other.to_string()),
         }
     }

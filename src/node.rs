@@ -21,6 +21,7 @@
 use crate::data::{Data, DataConfig, LocalMember, Membership};
 use crate::error::{Error, Result};
 use crate::id::Id;
+use crate::replica::ReplicationConfig;
 use crate::ring::{
     self, Action, Host, Input, LookupError, LookupOutcome, Notice, Request, Response,
 };
@@ -35,7 +36,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
@@ -56,6 +56,8 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Largest value accepted, in bytes.
     pub max_value: usize,
+    /// `N`, `W`, `R` and anti-entropy.
+    pub replication: ReplicationConfig,
 }
 
 impl NodeConfig {
@@ -84,6 +86,7 @@ impl NodeConfig {
         if self.stabilize_interval.is_zero() || self.fix_fingers_interval.is_zero() {
             return invalid("intervals must be longer than zero".into());
         }
+        self.replication.validate().map_err(Error::Config)?;
         if self.max_value == 0 || self.max_value > MAX_VALUE_LIMIT {
             return invalid(format!(
                 "--max-value-size must be between 1 byte and {} MiB",
@@ -115,7 +118,17 @@ pub fn open_store(data_dir: &Path) -> Result<Store<RocksEngine>> {
         };
         Error::Config(format!("cannot open {}: {e}{hint}", path.display()))
     })?;
-    Ok(Store::new(engine))
+    let started = std::time::Instant::now();
+    let store = Store::new(engine)
+        .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
+    let records = store.tree().root().count;
+    if records > 0 {
+        tracing::info!(
+            "read {records} stored records into the digest tree in {}",
+            humantime::format_duration(Duration::from_millis(started.elapsed().as_millis() as u64))
+        );
+    }
+    Ok(store)
 }
 
 /// The ids of this node's virtual nodes: read from the data directory, or
@@ -309,13 +322,19 @@ pub async fn run(
         commands: commands.clone(),
     };
     let (membership, members) = watch::channel(Membership::default());
+    let data_config = DataConfig {
+        replication: config.replication.clone(),
+        ..DataConfig::new(config.max_value, config.rpc_timeout)
+    };
     let data = Arc::new(Data::new(
         store,
-        DataConfig::new(config.max_value, config.rpc_timeout),
+        data_config,
         config.advertise.clone(),
         members,
         Arc::new(handle.clone()),
-    ));
+    )?);
+    let (stop_maintenance, maintenance_stopping) = watch::channel(false);
+    let maintenance = tokio::spawn(data.clone().run_maintenance(maintenance_stopping));
     let (health, health_service) = tonic_health::server::health_reporter();
     let (stop_serving, serving_stopped) = oneshot::channel::<()>();
     // Every inbound message is bounded: per service (see `rpc`), per
@@ -331,7 +350,10 @@ pub async fn run(
         .add_service(RingService::server(handle.clone()))
         .add_service(ApiService::server(handle, data.clone()))
         .add_service(DataService::server(data.clone()))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+        // The builder's own tcp_nodelay applies only to listeners it binds:
+        // accepted sockets need it set here, or Nagle's algorithm holds
+        // each answer's last frames for the client's delayed ACK (~40 ms).
+        .serve_with_incoming_shutdown(incoming(listener), async {
             serving_stopped.await.ok();
         });
     let server = tokio::spawn(server);
@@ -350,11 +372,18 @@ pub async fn run(
         config,
     };
     owner.run(inbox, shutdown).await;
+    stop_maintenance.send(true).ok();
+    maintenance.await.ok();
     stop_serving.send(()).ok();
     server
         .await
         .map_err(|e| Error::Unavailable(format!("server task failed: {e}")))??;
     Ok(())
+}
+
+/// Connections accepted on `listener`, with Nagle's algorithm off.
+pub fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 struct Owner {
@@ -488,8 +517,11 @@ impl Owner {
                     predecessor: m.predecessor().cloned(),
                     successors: m.successors().to_vec(),
                     fingers: m.fingers_in_use(),
+                    owned_records: 0,
+                    replicas: Vec::new(),
                 })
                 .collect(),
+            ..ProcessInfo::default()
         }
     }
 
@@ -666,6 +698,7 @@ mod tests {
             rpc_timeout: Duration::from_millis(500),
             data_dir: dir.to_path_buf(),
             max_value: 1024,
+            replication: ReplicationConfig::default(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(run(config, listener, async {

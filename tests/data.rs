@@ -15,14 +15,6 @@ use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 async fn connect_all(nodes: &[&Node]) -> Vec<ApiConn> {
     let mut conns = Vec::new();
     for node in nodes {

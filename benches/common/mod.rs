@@ -3,9 +3,11 @@
 #![allow(dead_code)] // each benchmark uses a different part
 
 use chordal::admin::walk_ring;
+use chordal::loadgen::{self, Kind, Target, Workload};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const CHORDAL: &str = env!("CARGO_BIN_EXE_chordal");
@@ -39,6 +41,18 @@ pub fn spawn_node(
     vnodes: u32,
     log: Option<&Path>,
 ) -> Child {
+    spawn_node_with(port, bootstrap, data_dir, vnodes, log, &[])
+}
+
+/// [`spawn_node`] with `extra` arguments after the usual ones.
+pub fn spawn_node_with(
+    port: u16,
+    bootstrap: &str,
+    data_dir: &Path,
+    vnodes: u32,
+    log: Option<&Path>,
+    extra: &[&str],
+) -> Child {
     let stderr = match log {
         Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
         None => Stdio::null(),
@@ -61,6 +75,7 @@ pub fn spawn_node(
         ])
         .arg("--data-dir")
         .arg(data_dir)
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(stderr)
         .spawn()
@@ -93,4 +108,65 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|kib| kib.parse().ok())
         .unwrap_or(0)
+}
+
+pub fn workload(ops: u64, concurrency: usize, mix: &str) -> Workload {
+    Workload {
+        ops,
+        concurrency,
+        value_size: 100,
+        mix: mix.parse().unwrap(),
+        keys: 10_000,
+    }
+}
+
+/// Preloads every key, then runs the put/get mix at concurrency 1 and 64,
+/// printing a table row for each: the same workload for every target.
+pub async fn measure(name: &str, target: Arc<dyn Target>, ops: u64) {
+    loadgen::run(target.clone(), &workload(10_000, 64, "put:1"), |_| {})
+        .await
+        .unwrap();
+    for (concurrency, ops) in [(1, ops / 10), (64, ops)] {
+        let report = loadgen::run(
+            target.clone(),
+            &workload(ops, concurrency, "put:50,get:50"),
+            |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.errors(), 0, "{report}");
+        let p = |kind: Kind, q: f64| {
+            report
+                .kinds
+                .iter()
+                .find(|k| k.kind == kind)
+                .map_or(0, |k| k.latency.value_at_quantile(q))
+        };
+        println!(
+            "| {name} | {concurrency} | {:.0} | {} | {} | {} | {} |",
+            report.throughput(),
+            p(Kind::Put, 0.5),
+            p(Kind::Put, 0.99),
+            p(Kind::Get, 0.5),
+            p(Kind::Get, 0.99),
+        );
+    }
+}
+
+/// Starts `count` nodes of `vnodes` members each and waits for their ring.
+pub async fn start_ring(dir: &Path, count: usize, vnodes: u32) -> (Nodes, Vec<String>) {
+    let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut nodes = Nodes::default();
+    for (index, port) in ports.iter().enumerate() {
+        let data_dir = dir.join(port.to_string());
+        nodes
+            .0
+            .push(spawn_node(*port, &addrs[0], &data_dir, vnodes, None));
+        if index == 0 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    wait_for_ring(&addrs[0], count * vnodes as usize).await;
+    (nodes, addrs)
 }

@@ -27,8 +27,11 @@
 
 use crate::error::{Error, Result};
 use crate::id::{between_open, between_open_closed, Id};
+use crate::replica::hints::Hints;
+use crate::replica::ReplicationConfig;
 use crate::ring::{LookupOutcome, NodeRef};
 use crate::rpc::{self, DataPeer, NodeApi};
+pub use crate::store::Entry;
 use crate::store::{self, Record, RocksEngine, Store, StoreError, Version};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,13 +60,6 @@ pub struct LocalMember {
 /// All local members, as last published by the owner task.
 pub type Membership = Arc<Vec<LocalMember>>;
 
-/// One record with its user key: the unit of every transfer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
-    pub key: Vec<u8>,
-    pub record: Record,
-}
-
 /// A put or a delete, as the coordinator sends it to the owner.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WriteOp {
@@ -72,6 +68,8 @@ pub struct WriteOp {
     pub delete: bool,
     /// Milliseconds to live; 0: for ever.
     pub ttl_ms: u64,
+    /// Acknowledgements to wait for; 0: the owner's `--write-quorum`.
+    pub write_quorum: u32,
 }
 
 /// "Not mine": the addressed member does not own the key now.
@@ -84,7 +82,12 @@ pub struct NotOwner {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WriteAnswer {
-    Written { version: Version, existed: bool },
+    Written {
+        version: Version,
+        existed: bool,
+        /// Copies acknowledged, the owner's included.
+        acks: usize,
+    },
     NotOwner(NotOwner),
 }
 
@@ -102,6 +105,8 @@ pub struct Written {
     pub version: Version,
     pub existed: bool,
     pub owner: NodeRef,
+    /// Copies acknowledged before the answer, the owner's included.
+    pub acks: usize,
 }
 
 /// The answer to a client's get: a live value.
@@ -123,6 +128,8 @@ pub struct DataConfig {
     pub rpc_timeout: Duration,
     /// How long a coordinator keeps retrying before answering UNAVAILABLE.
     pub retry_budget: Duration,
+    /// `N`, `W`, `R` and anti-entropy.
+    pub replication: ReplicationConfig,
 }
 
 impl DataConfig {
@@ -131,6 +138,7 @@ impl DataConfig {
             max_value,
             rpc_timeout,
             retry_budget: rpc_timeout * 8,
+            replication: ReplicationConfig::default(),
         }
     }
 
@@ -182,6 +190,15 @@ pub struct Data {
     /// Where each newly joined member's arc starts, by member, until it
     /// learns its predecessor.
     join_arcs: Mutex<HashMap<Id, Id>>,
+    /// Writes held for replicas that could not be reached.
+    hints: Hints<RocksEngine>,
+    /// Each local member's preference list, with the successor list it was
+    /// worked out from.
+    preferences: Mutex<HashMap<Id, replication::CachedPreference>>,
+    /// How the last anti-entropy round of each (member, replica) went.
+    rounds: Mutex<HashMap<(Id, String), anti_entropy::LastRound>>,
+    /// Pauses between attempts to deliver hints, by target address.
+    hint_backoff: Mutex<HashMap<String, (Instant, Duration)>>,
 }
 
 impl Data {
@@ -191,9 +208,11 @@ impl Data {
         addr: String,
         members: watch::Receiver<Membership>,
         router: Arc<dyn NodeApi>,
-    ) -> Data {
+    ) -> Result<Data> {
         let peers = DataPeer::new(config.rpc_timeout, config.max_message());
-        Data {
+        let hints = Hints::open(store.engine().hints())
+            .map_err(|e| Error::Config(format!("cannot read the hints in the database: {e}")))?;
+        Ok(Data {
             store,
             hlc: store::Hlc::default(),
             config,
@@ -206,7 +225,11 @@ impl Data {
             leaving: AtomicBool::new(false),
             routes: RouteCache::default(),
             join_arcs: Mutex::new(HashMap::new()),
-        }
+            hints,
+            preferences: Mutex::new(HashMap::new()),
+            rounds: Mutex::new(HashMap::new()),
+            hint_backoff: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn config(&self) -> &DataConfig {
@@ -306,8 +329,11 @@ impl Data {
     // ----- as the owner ------------------------------------------------------------
 
     /// Applies a put or delete as local member `member`, the key's owner.
-    pub async fn write_as_owner(&self, member: Id, op: WriteOp) -> Result<WriteAnswer> {
-        let _admitted = self.barrier.read().await;
+    /// The write is applied here, then copied to the key's replicas; the
+    /// answer waits for the write quorum (`Error::Quorum` if it is not met).
+    pub async fn write_as_owner(self: &Arc<Self>, member: Id, op: WriteOp) -> Result<WriteAnswer> {
+        let quorum = self.requested_quorum(op.write_quorum, true)?;
+        let admitted = self.barrier.read().await;
         let key_id = Id::of_key(&op.key);
         let owner = match self.check_owner(member, key_id) {
             Ok(owner) => owner,
@@ -330,6 +356,7 @@ impl Data {
             }
         }
         let expires_at = (op.ttl_ms > 0).then(|| now.saturating_add(op.ttl_ms));
+        let tombstone_expires = self.config.replication.tombstone_expiry(now);
         let (previous, record) = self
             .store
             .update(&op.key, |existing| {
@@ -341,24 +368,42 @@ impl Data {
                     writer: member.0,
                 };
                 if op.delete {
-                    Record::tombstone(version)
+                    Record::tombstone(version, tombstone_expires)
                 } else {
-                    Record::value(version, op.value, expires_at)
+                    Record::value(version, op.value.clone(), expires_at)
                 }
             })
             .map_err(store_error)?;
+        // Committed here: a hand-off need not wait for the replicas.
+        drop(admitted);
         let existed_here = previous.is_some_and(|p| !p.tombstone && !p.is_expired(now));
+        let version = record.version;
+        let entry = Entry {
+            key: op.key,
+            record,
+        };
+        let acks = self.replicate_write(&owner, entry, quorum).await?;
         Ok(WriteAnswer::Written {
-            version: record.version,
+            version,
             existed: existed_here || existed_there,
+            acks,
         })
     }
 
-    /// Reads a key as local member `member`, the key's owner.
-    pub async fn read_as_owner(&self, member: Id, key: &[u8]) -> Result<ReadAnswer> {
-        if let Err(not_owner) = self.check_owner(member, Id::of_key(key)) {
-            return Ok(ReadAnswer::NotOwner(not_owner));
-        }
+    /// Reads a key as local member `member`, the key's owner: the newest
+    /// of its own record and those of `read_quorum - 1` replicas (0: the
+    /// owner's `--read-quorum`), repairing stale replicas afterwards.
+    pub async fn read_as_owner(
+        self: &Arc<Self>,
+        member: Id,
+        key: &[u8],
+        read_quorum: u32,
+    ) -> Result<ReadAnswer> {
+        let quorum = self.requested_quorum(read_quorum, false)?;
+        let owner = match self.check_owner(member, Id::of_key(key)) {
+            Ok(owner) => owner,
+            Err(not_owner) => return Ok(ReadAnswer::NotOwner(not_owner)),
+        };
         // Pending first: a hand-off that ends between the two reads below
         // has then been read through, not missed.
         let pending = self.pending_source(member);
@@ -370,6 +415,7 @@ impl Data {
                 }
             }
         }
+        let record = self.read_replicas(&owner, key, record, quorum).await?;
         Ok(record.map_or(ReadAnswer::Missing, ReadAnswer::Found))
     }
 
@@ -382,12 +428,11 @@ impl Data {
     /// be asked, the answer is UNAVAILABLE, never "missing": the record may
     /// well be there, and the coordinator retries.
     async fn read_through(&self, source: &NodeRef, key: &[u8]) -> Result<Option<Record>> {
-        match self.peers.read(source, key, true).await {
+        match self.peers.read(source, key, true, 0).await {
             Ok(ReadAnswer::Found(record)) => Ok(Some(record)),
             Ok(_) => Ok(None),
-            Err(status) => Err(Error::Unavailable(format!(
-                "this member is still taking its arc over from {source}, which did not answer: {}",
-                status.message()
+            Err(error) => Err(Error::Unavailable(format!(
+                "this member is still taking its arc over from {source}, which did not answer: {error}"
             ))),
         }
     }
@@ -411,8 +456,9 @@ impl Data {
     // ----- as the coordinator ---------------------------------------------------
 
     /// Stores a value (or, with `op.delete`, a tombstone) at the key's owner.
-    pub async fn put(&self, op: WriteOp) -> Result<Written> {
+    pub async fn put(self: &Arc<Self>, op: WriteOp) -> Result<Written> {
         self.validate(&op.key, &op.value, op.ttl_ms)?;
+        self.requested_quorum(op.write_quorum, true)?;
         let key = op.key.clone();
         self.route(&key, |owner| {
             let op = op.clone();
@@ -420,13 +466,18 @@ impl Data {
                 let answer = if owner.addr == self.addr {
                     self.write_as_owner(owner.id, op).await
                 } else {
-                    self.peers.write(&owner, &op).await.map_err(Error::from)
+                    self.peers.write(&owner, &op).await
                 }?;
                 Ok(match answer {
-                    WriteAnswer::Written { version, existed } => Ok(Written {
+                    WriteAnswer::Written {
+                        version,
+                        existed,
+                        acks,
+                    } => Ok(Written {
                         version,
                         existed,
                         owner,
+                        acks,
                     }),
                     WriteAnswer::NotOwner(not_owner) => Err(not_owner),
                 })
@@ -435,18 +486,17 @@ impl Data {
         .await
     }
 
-    /// The live value under `key`, from its owner.
-    pub async fn get(&self, key: &[u8]) -> Result<Value> {
+    /// The live value under `key`, from its owner and `read_quorum - 1`
+    /// replicas (0: the owner's `--read-quorum`).
+    pub async fn get(self: &Arc<Self>, key: &[u8], read_quorum: u32) -> Result<Value> {
         self.validate(key, &[], 0)?;
+        self.requested_quorum(read_quorum, false)?;
         let found = self
             .route(key, |owner| async move {
                 let answer = if owner.addr == self.addr {
-                    self.read_as_owner(owner.id, key).await
+                    self.read_as_owner(owner.id, key, read_quorum).await
                 } else {
-                    self.peers
-                        .read(&owner, key, false)
-                        .await
-                        .map_err(Error::from)
+                    self.peers.read(&owner, key, false, read_quorum).await
                 }?;
                 Ok(match answer {
                     ReadAnswer::Found(record) => Ok(Some((record, owner))),
@@ -523,16 +573,27 @@ impl Data {
                         }
                         tries += 1;
                         match attempt(target.clone()).await {
-                            Ok(Ok(answer)) => return Ok(answer),
+                            Ok(Ok(answer)) => {
+                                // The remembered arc named someone else
+                                // first: forget it, so the next request
+                                // looks the owner up instead of waiting
+                                // on a member that is gone or cut off.
+                                if tries > 1 {
+                                    self.routes.forget(key_id);
+                                }
+                                return Ok(answer);
+                            }
                             Ok(Err(not_owner)) => {
                                 last_problem = format!("{target}: {}", not_owner.reason);
                                 if let Some(hint) = not_owner.hint {
                                     candidates.push(hint);
                                 }
                             }
-                            Err(error @ (Error::InvalidArgument(_) | Error::NotFound(_))) => {
-                                return Err(error)
-                            }
+                            Err(
+                                error @ (Error::InvalidArgument(_)
+                                | Error::NotFound(_)
+                                | Error::Quorum(_)),
+                            ) => return Err(error),
                             Err(error) => last_problem = format!("{target}: {error}"),
                         }
                     }
@@ -973,6 +1034,11 @@ pub fn printable(key: &[u8]) -> String {
         }
     }
 }
+
+mod anti_entropy;
+mod replication;
+
+pub use anti_entropy::{ReplicaHealth, RoundReport};
 
 #[cfg(test)]
 mod tests;

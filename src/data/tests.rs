@@ -44,15 +44,19 @@ fn fixture(members: Vec<LocalMember>) -> Fixture {
 
 fn fixture_at(addr: &str, members: Vec<LocalMember>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(RocksEngine::open(dir.path()).unwrap());
+    let store = Store::new(RocksEngine::open(dir.path()).unwrap()).unwrap();
     let (sender, receiver) = watch::channel(Arc::new(members));
-    let data = Data::new(
-        store,
-        DataConfig::new(100, Duration::from_millis(200)),
-        addr.into(),
-        receiver,
-        Arc::new(NoRouter),
-    );
+    // One copy: these tests are about a single process's decisions.
+    let config = DataConfig {
+        replication: crate::replica::ReplicationConfig {
+            replicas: 1,
+            write_quorum: 1,
+            read_quorum: 1,
+            ..Default::default()
+        },
+        ..DataConfig::new(100, Duration::from_millis(200))
+    };
+    let data = Data::new(store, config, addr.into(), receiver, Arc::new(NoRouter)).unwrap();
     Fixture {
         data: Arc::new(data),
         members: sender,
@@ -66,6 +70,7 @@ fn put(key: &str, value: &str) -> WriteOp {
         value: value.as_bytes().to_vec(),
         delete: false,
         ttl_ms: 0,
+        write_quorum: 0,
     }
 }
 
@@ -95,7 +100,7 @@ async fn the_owner_writes_reads_and_refuses_keys_outside_its_arc() {
             .unwrap();
         let read = f
             .data
-            .read_as_owner(Id(high), key.as_bytes())
+            .read_as_owner(Id(high), key.as_bytes(), 0)
             .await
             .unwrap();
         if mine.contains(key) {
@@ -136,7 +141,9 @@ async fn every_write_by_the_owner_supersedes_the_one_before_and_deletes_leave_to
             .await
             .unwrap()
         {
-            WriteAnswer::Written { version, existed } => {
+            WriteAnswer::Written {
+                version, existed, ..
+            } => {
                 assert_eq!(existed, round > 0);
                 versions.push(version);
             }
@@ -152,10 +159,15 @@ async fn every_write_by_the_owner_supersedes_the_one_before_and_deletes_leave_to
         panic!("delete refused");
     };
     assert!(existed);
-    let ReadAnswer::Found(record) = f.data.read_as_owner(Id(5), b"k").await.unwrap() else {
+    let deleted_at = wall_ms();
+    let ReadAnswer::Found(record) = f.data.read_as_owner(Id(5), b"k", 0).await.unwrap() else {
         panic!("tombstone missing");
     };
     assert!(record.tombstone);
+    // Kept for the tombstone grace (a day by default), then purged.
+    let grace = f.data.config.replication.tombstone_grace.as_millis() as u64;
+    let expires = record.expires_at.expect("a tombstone with a grace expires");
+    assert!(expires <= deleted_at + grace && expires + 60_000 > deleted_at + grace);
     assert!(record.version > *versions.last().unwrap());
     assert!(f.data.get_local(b"k").is_err());
 }
@@ -364,6 +376,26 @@ impl pb::data_server::Data for BreaksOnce {
     ) -> Result<tonic::Response<pb::AbsorbReply>, tonic::Status> {
         self.inner.absorb(request).await
     }
+
+    async fn replicate(
+        &self,
+        request: tonic::Request<pb::ReplicateRequest>,
+    ) -> Result<tonic::Response<pb::ReplicateReply>, tonic::Status> {
+        self.inner.replicate(request).await
+    }
+
+    async fn sync(
+        &self,
+        request: tonic::Request<pb::SyncRequest>,
+    ) -> Result<tonic::Response<pb::SyncReply>, tonic::Status> {
+        self.inner.sync(request).await
+    }
+    async fn forget(
+        &self,
+        request: tonic::Request<pb::RecordBatch>,
+    ) -> Result<tonic::Response<pb::ForgetReply>, tonic::Status> {
+        self.inner.forget(request).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -403,7 +435,7 @@ async fn an_interrupted_hand_off_resumes_after_the_last_key_received() {
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(pb::data_server::DataServer::new(service))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            .serve_with_incoming(crate::node::incoming(listener)),
     );
 
     let new_owner = member(mid, Some(low));
@@ -454,7 +486,7 @@ async fn while_the_old_owner_cannot_be_asked_a_taking_over_member_answers_unavai
             source: NodeRef::new(Id(9), closed),
         },
     );
-    let read = f.data.read_as_owner(Id(5), b"k").await;
+    let read = f.data.read_as_owner(Id(5), b"k", 0).await;
     assert!(matches!(read, Err(Error::Unavailable(_))), "{read:?}");
     let write = f.data.write_as_owner(Id(5), put("k", "v")).await;
     assert!(matches!(write, Err(Error::Unavailable(_))), "{write:?}");
@@ -473,7 +505,7 @@ async fn a_member_without_a_predecessor_serves_only_the_arc_its_join_found() {
     for key in [&mine[0], theirs] {
         let read = f
             .data
-            .read_as_owner(Id(high), key.as_bytes())
+            .read_as_owner(Id(high), key.as_bytes(), 0)
             .await
             .unwrap();
         assert!(matches!(read, ReadAnswer::NotOwner(_)), "{read:?}");
@@ -486,13 +518,13 @@ async fn a_member_without_a_predecessor_serves_only_the_arc_its_join_found() {
     );
     let read = f
         .data
-        .read_as_owner(Id(high), mine[0].as_bytes())
+        .read_as_owner(Id(high), mine[0].as_bytes(), 0)
         .await
         .unwrap();
     assert_eq!(read, ReadAnswer::Missing);
     let read = f
         .data
-        .read_as_owner(Id(high), theirs.as_bytes())
+        .read_as_owner(Id(high), theirs.as_bytes(), 0)
         .await
         .unwrap();
     assert!(matches!(read, ReadAnswer::NotOwner(_)), "{read:?}");
@@ -505,7 +537,7 @@ async fn a_member_without_a_predecessor_serves_only_the_arc_its_join_found() {
     );
     let read = g
         .data
-        .read_as_owner(Id(high), mine[0].as_bytes())
+        .read_as_owner(Id(high), mine[0].as_bytes(), 0)
         .await
         .unwrap();
     assert!(matches!(read, ReadAnswer::NotOwner(_)), "{read:?}");

@@ -11,7 +11,10 @@ use crate::data::{
 use crate::id::Id;
 use crate::ring::NodeRef;
 use crate::store::{Record, Version};
+use crate::sync::tree::{NodePath, Summary};
+use crate::sync::{self, ArcRange, KeyDigest, SyncReply, SyncRequest};
 use futures::{Stream, StreamExt};
+use prost::Message;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -131,6 +134,195 @@ fn read_reply(answer: ReadAnswer) -> pb::ReadReply {
     }
 }
 
+fn quorum_failed(message: String) -> pb::QuorumFailed {
+    pb::QuorumFailed {
+        answered: 0,
+        needed: 0,
+        reason: message,
+    }
+}
+
+fn nodes_to_pb(nodes: &[NodePath]) -> pb::Nodes {
+    pb::Nodes {
+        nodes: nodes
+            .iter()
+            .map(|n| pb::TreeNode {
+                depth: n.depth.into(),
+                prefix: n.prefix,
+            })
+            .collect(),
+    }
+}
+
+fn nodes_from_pb(nodes: pb::Nodes, limit: usize) -> Result<Vec<NodePath>, Status> {
+    if nodes.nodes.len() > limit {
+        return Err(Status::invalid_argument(format!(
+            "more than {limit} tree nodes in one request"
+        )));
+    }
+    nodes
+        .nodes
+        .into_iter()
+        .map(|n| {
+            let node = NodePath {
+                depth: u8::try_from(n.depth).unwrap_or(u8::MAX),
+                prefix: n.prefix,
+            };
+            if node.is_valid() {
+                Ok(node)
+            } else {
+                Err(Status::invalid_argument(format!(
+                    "no tree node has depth {} and prefix {:#x}",
+                    n.depth, n.prefix
+                )))
+            }
+        })
+        .collect()
+}
+
+fn sync_request_to_pb(arc: ArcRange, request: &SyncRequest) -> pb::SyncRequest {
+    use pb::sync_request::Step;
+    let step = match request {
+        SyncRequest::Summaries { nodes, .. } => Step::Summaries(nodes_to_pb(nodes)),
+        SyncRequest::Digests { nodes, .. } => Step::Digests(nodes_to_pb(nodes)),
+        SyncRequest::Pull { keys } => Step::Pull(pb::Keys { keys: keys.clone() }),
+        SyncRequest::Push { entries } => Step::Push(batch_to_pb(entries)),
+    };
+    pb::SyncRequest {
+        arc_from: arc.from.0,
+        arc_to: arc.to.0,
+        step: Some(step),
+    }
+}
+
+fn sync_request_from_pb(request: pb::SyncRequest, max_value: usize) -> Result<SyncRequest, Status> {
+    use pb::sync_request::Step;
+    let arc = ArcRange::new(Id(request.arc_from), Id(request.arc_to));
+    Ok(match request.step {
+        Some(Step::Summaries(nodes)) => SyncRequest::Summaries {
+            arc,
+            nodes: nodes_from_pb(nodes, sync::MAX_SUMMARY_NODES)?,
+        },
+        Some(Step::Digests(nodes)) => SyncRequest::Digests {
+            arc,
+            nodes: nodes_from_pb(nodes, sync::MAX_LIST_NODES)?,
+        },
+        Some(Step::Pull(keys)) => {
+            if keys.keys.len() > sync::MAX_PULL_KEYS {
+                return Err(Status::invalid_argument(format!(
+                    "more than {} keys in one pull",
+                    sync::MAX_PULL_KEYS
+                )));
+            }
+            for key in &keys.keys {
+                validate_key(key)?;
+            }
+            SyncRequest::Pull { keys: keys.keys }
+        }
+        Some(Step::Push(batch)) => SyncRequest::Push {
+            entries: batch_from_pb(batch, max_value)?,
+        },
+        None => return Err(Status::invalid_argument("a sync request without a step")),
+    })
+}
+
+fn summary_to_pb(summary: &Summary) -> pb::Summary {
+    pb::Summary {
+        hash: summary.hash.to_vec(),
+        count: summary.count,
+    }
+}
+
+fn summary_from_pb(summary: pb::Summary) -> Result<Summary, Status> {
+    let hash = summary
+        .hash
+        .try_into()
+        .map_err(|_| Status::invalid_argument("a summary's hash is not 16 bytes"))?;
+    Ok(Summary {
+        hash,
+        count: summary.count,
+    })
+}
+
+fn sync_reply_to_pb(reply: &SyncReply) -> pb::SyncReply {
+    use pb::sync_reply::Step;
+    let step = match reply {
+        SyncReply::Summaries(summaries) => Step::Summaries(pb::SummaryList {
+            summaries: summaries.iter().map(summary_to_pb).collect(),
+        }),
+        SyncReply::Digests(digests) => Step::Digests(pb::DigestList {
+            digests: digests
+                .iter()
+                .map(|d| pb::KeyDigest {
+                    key: d.key.clone(),
+                    version: Some(version_to_pb(d.version)),
+                    tombstone: d.tombstone,
+                    expires_at_ms: d.expires_at,
+                })
+                .collect(),
+        }),
+        SyncReply::Pulled { entries, answered } => Step::Pulled(pb::Pulled {
+            records: entries.iter().map(entry_to_pb).collect(),
+            answered: *answered as u32,
+        }),
+        SyncReply::Pushed { applied } => Step::Pushed(pb::ReplicateReply { applied: *applied }),
+    };
+    pb::SyncReply { step: Some(step) }
+}
+
+fn sync_reply_from_pb(reply: pb::SyncReply, max_value: usize) -> Result<SyncReply, Status> {
+    use pb::sync_reply::Step;
+    Ok(match reply.step {
+        Some(Step::Summaries(list)) => {
+            if list.summaries.len() > sync::MAX_SUMMARY_NODES {
+                return Err(Status::invalid_argument("too many summaries"));
+            }
+            SyncReply::Summaries(
+                list.summaries
+                    .into_iter()
+                    .map(summary_from_pb)
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+        Some(Step::Digests(list)) => {
+            if list.digests.len() > sync::MAX_DIGESTS {
+                return Err(Status::invalid_argument("too many digests"));
+            }
+            SyncReply::Digests(
+                list.digests
+                    .into_iter()
+                    .map(|d| {
+                        validate_key(&d.key)?;
+                        Ok(KeyDigest {
+                            key: d.key,
+                            version: version_from_pb(d.version)?,
+                            tombstone: d.tombstone,
+                            expires_at: d.expires_at_ms,
+                        })
+                    })
+                    .collect::<Result<_, Status>>()?,
+            )
+        }
+        Some(Step::Pulled(pulled)) => {
+            if pulled.records.len() > sync::MAX_PULL_KEYS {
+                return Err(Status::invalid_argument("too many pulled records"));
+            }
+            SyncReply::Pulled {
+                entries: pulled
+                    .records
+                    .into_iter()
+                    .map(|r| entry_from_pb(r, max_value))
+                    .collect::<Result<_, _>>()?,
+                answered: pulled.answered as usize,
+            }
+        }
+        Some(Step::Pushed(pushed)) => SyncReply::Pushed {
+            applied: pushed.applied,
+        },
+        None => return Err(Status::invalid_argument("a sync answer without a step")),
+    })
+}
+
 // ----- the Data service -------------------------------------------------------------
 
 /// The service ring members use to read, write and hand over records.
@@ -170,14 +362,22 @@ impl pb::data_server::Data for DataService {
             value: request.value,
             delete: request.delete,
             ttl_ms: request.ttl_ms,
+            write_quorum: request.write_quorum,
         };
         use pb::write_reply::Answer;
-        let answer = match self.data.write_as_owner(Id(request.member), op).await? {
-            WriteAnswer::Written { version, existed } => Answer::Written(pb::Written {
+        let answer = match self.data.write_as_owner(Id(request.member), op).await {
+            Ok(WriteAnswer::Written {
+                version,
+                existed,
+                acks,
+            }) => Answer::Written(pb::Written {
                 version: Some(version_to_pb(version)),
                 existed,
+                acks: acks as u32,
             }),
-            WriteAnswer::NotOwner(not_owner) => Answer::NotOwner(not_owner_to_pb(not_owner)),
+            Ok(WriteAnswer::NotOwner(not_owner)) => Answer::NotOwner(not_owner_to_pb(not_owner)),
+            Err(crate::Error::Quorum(message)) => Answer::QuorumFailed(quorum_failed(message)),
+            Err(error) => return Err(error.into()),
         };
         Ok(tonic::Response::new(pb::WriteReply {
             answer: Some(answer),
@@ -195,9 +395,19 @@ impl pb::data_server::Data for DataService {
                 .read_local(&request.key)?
                 .map_or(ReadAnswer::Missing, ReadAnswer::Found)
         } else {
-            self.data
-                .read_as_owner(Id(request.member), &request.key)
-                .await?
+            match self
+                .data
+                .read_as_owner(Id(request.member), &request.key, request.read_quorum)
+                .await
+            {
+                Ok(answer) => answer,
+                Err(crate::Error::Quorum(message)) => {
+                    return Ok(tonic::Response::new(pb::ReadReply {
+                        answer: Some(pb::read_reply::Answer::QuorumFailed(quorum_failed(message))),
+                    }))
+                }
+                Err(error) => return Err(error.into()),
+            }
         };
         Ok(tonic::Response::new(read_reply(answer)))
     }
@@ -248,6 +458,46 @@ impl pb::data_server::Data for DataService {
         }
         Ok(tonic::Response::new(pb::AbsorbReply { applied }))
     }
+
+    async fn replicate(
+        &self,
+        request: tonic::Request<pb::ReplicateRequest>,
+    ) -> Result<tonic::Response<pb::ReplicateReply>, Status> {
+        let request = request.into_inner();
+        let hint_for = request
+            .hint_for
+            .map(|m| member_from_pb(Some(m), "hint_for"))
+            .transpose()?;
+        let entries = batch_from_pb(
+            pb::RecordBatch {
+                records: request.records,
+            },
+            self.data.config().max_value,
+        )?;
+        let applied = self.data.accept_copies(&entries, hint_for.as_ref())?;
+        Ok(tonic::Response::new(pb::ReplicateReply { applied }))
+    }
+
+    async fn sync(
+        &self,
+        request: tonic::Request<pb::SyncRequest>,
+    ) -> Result<tonic::Response<pb::SyncReply>, Status> {
+        let request = sync_request_from_pb(request.into_inner(), self.data.config().max_value)?;
+        let reply = self.data.serve_sync(request).await?;
+        Ok(tonic::Response::new(sync_reply_to_pb(&reply)))
+    }
+
+    async fn forget(
+        &self,
+        request: tonic::Request<pb::RecordBatch>,
+    ) -> Result<tonic::Response<pb::ForgetReply>, Status> {
+        let entries = batch_from_pb(request.into_inner(), self.data.config().max_value)?;
+        if entries.iter().any(|e| !e.record.tombstone) {
+            return Err(Status::invalid_argument("only tombstones can be forgotten"));
+        }
+        let forgotten = self.data.forget_tombstones(&entries)?;
+        Ok(tonic::Response::new(pb::ForgetReply { forgotten }))
+    }
 }
 
 // ----- the client calls of the Api service --------------------------------------
@@ -261,11 +511,13 @@ impl<N: NodeApi> ApiService<N> {
                 value: request.value,
                 delete: false,
                 ttl_ms: request.ttl_ms,
+                write_quorum: request.write_quorum,
             })
             .await?;
         Ok(pb::PutReply {
             version: Some(version_to_pb(written.version)),
             owner: Some(member_to_pb(&written.owner)),
+            acks: written.acks as u32,
         })
     }
 
@@ -273,7 +525,7 @@ impl<N: NodeApi> ApiService<N> {
         let value = if request.local {
             self.data.get_local(&request.key)?
         } else {
-            self.data.get(&request.key).await?
+            self.data.get(&request.key, request.read_quorum).await?
         };
         Ok(pb::GetReply {
             value: value.value,
@@ -294,14 +546,67 @@ impl<N: NodeApi> ApiService<N> {
                 value: Vec::new(),
                 delete: true,
                 ttl_ms: 0,
+                write_quorum: request.write_quorum,
             })
             .await?;
         Ok(pb::DeleteReply {
             existed: written.existed,
             version: Some(version_to_pb(written.version)),
             owner: Some(member_to_pb(&written.owner)),
+            acks: written.acks as u32,
         })
     }
+
+    pub(super) async fn repair_inner(&self) -> Result<pb::RepairReply, Status> {
+        let reports = self.data.anti_entropy_round().await;
+        Ok(pb::RepairReply {
+            rounds: reports
+                .iter()
+                .map(|r| pb::RoundReport {
+                    owner: Some(member_to_pb(&r.owner)),
+                    arc_from: r.arc.from.0,
+                    replica: Some(member_to_pb(&r.replica)),
+                    round_trips: r.stats.round_trips,
+                    nodes_compared: r.stats.nodes_compared,
+                    digests_received: r.stats.digests_received,
+                    pushed: r.stats.pushed,
+                    pulled: r.stats.pulled,
+                    bytes_sent: r.stats.bytes_sent,
+                    bytes_received: r.stats.bytes_received,
+                    elapsed_us: r.elapsed.as_micros() as u64,
+                    error: r.error.clone().unwrap_or_default(),
+                })
+                .collect(),
+        })
+    }
+}
+
+pub(super) fn reports_from_pb(
+    reply: pb::RepairReply,
+) -> Result<Vec<crate::data::RoundReport>, Status> {
+    reply
+        .rounds
+        .into_iter()
+        .map(|r| {
+            let owner = member_from_pb(r.owner, "owner")?;
+            Ok(crate::data::RoundReport {
+                arc: ArcRange::new(Id(r.arc_from), owner.id),
+                owner,
+                replica: member_from_pb(r.replica, "replica")?,
+                stats: sync::SyncStats {
+                    round_trips: r.round_trips,
+                    nodes_compared: r.nodes_compared,
+                    digests_received: r.digests_received,
+                    pushed: r.pushed,
+                    pulled: r.pulled,
+                    bytes_sent: r.bytes_sent,
+                    bytes_received: r.bytes_received,
+                },
+                elapsed: Duration::from_micros(r.elapsed_us),
+                error: (!r.error.is_empty()).then_some(r.error),
+            })
+        })
+        .collect()
 }
 
 pub(super) fn written_from_put(reply: pb::PutReply) -> Result<Written, Status> {
@@ -309,6 +614,7 @@ pub(super) fn written_from_put(reply: pb::PutReply) -> Result<Written, Status> {
         version: version_from_pb(reply.version)?,
         existed: false,
         owner: member_from_pb(reply.owner, "owner")?,
+        acks: reply.acks as usize,
     })
 }
 
@@ -317,6 +623,7 @@ pub(super) fn written_from_delete(reply: pb::DeleteReply) -> Result<Written, Sta
         version: version_from_pb(reply.version)?,
         existed: reply.existed,
         owner: member_from_pb(reply.owner, "owner")?,
+        acks: reply.acks as usize,
     })
 }
 
@@ -405,13 +712,17 @@ impl DataPeer {
         status
     }
 
-    pub async fn write(&self, to: &NodeRef, op: &WriteOp) -> Result<WriteAnswer, Status> {
+    /// Sends a put or delete to its owner, member `to`. A quorum the owner
+    /// could not gather is `Error::Quorum`: the coordinator passes it on
+    /// rather than trying elsewhere.
+    pub async fn write(&self, to: &NodeRef, op: &WriteOp) -> crate::Result<WriteAnswer> {
         let request = pb::WriteRequest {
             member: to.id.0,
             key: op.key.clone(),
             value: op.value.clone(),
             delete: op.delete,
             ttl_ms: op.ttl_ms,
+            write_quorum: op.write_quorum,
         };
         let reply = self
             .client(&to.addr)?
@@ -424,19 +735,30 @@ impl DataPeer {
             Some(Answer::Written(written)) => Ok(WriteAnswer::Written {
                 version: version_from_pb(written.version)?,
                 existed: written.existed,
+                acks: written.acks as usize,
             }),
             Some(Answer::NotOwner(not_owner)) => {
                 Ok(WriteAnswer::NotOwner(not_owner_from_pb(not_owner)?))
             }
-            None => Err(Status::invalid_argument("empty write answer")),
+            Some(Answer::QuorumFailed(failed)) => Err(quorum_error(failed)),
+            None => Err(Status::invalid_argument("empty write answer").into()),
         }
     }
 
-    pub async fn read(&self, to: &NodeRef, key: &[u8], raw: bool) -> Result<ReadAnswer, Status> {
+    /// Reads `key` from member `to`: as its owner, gathering
+    /// `read_quorum` answers, or with `raw`, that process's own copy.
+    pub async fn read(
+        &self,
+        to: &NodeRef,
+        key: &[u8],
+        raw: bool,
+        read_quorum: u32,
+    ) -> crate::Result<ReadAnswer> {
         let request = pb::ReadRequest {
             member: to.id.0,
             key: key.to_vec(),
             raw,
+            read_quorum,
         };
         let reply = self
             .client(&to.addr)?
@@ -457,7 +779,84 @@ impl DataPeer {
             Some(Answer::NotOwner(not_owner)) => {
                 Ok(ReadAnswer::NotOwner(not_owner_from_pb(not_owner)?))
             }
-            None => Err(Status::invalid_argument("empty read answer")),
+            Some(Answer::QuorumFailed(failed)) => Err(quorum_error(failed)),
+            None => Err(Status::invalid_argument("empty read answer").into()),
+        }
+    }
+
+    /// Sends copies of records to member `to`'s process; with `hint_for`,
+    /// for it to hold for that member.
+    pub async fn replicate(
+        &self,
+        to: &NodeRef,
+        entries: &[Entry],
+        hint_for: Option<&NodeRef>,
+    ) -> Result<u64, Status> {
+        let request = pb::ReplicateRequest {
+            records: entries.iter().map(entry_to_pb).collect(),
+            hint_for: hint_for.map(member_to_pb),
+        };
+        let reply = self
+            .client(&to.addr)?
+            .replicate(request)
+            .await
+            .map_err(|s| self.failed(&to.addr, s))?;
+        Ok(reply.into_inner().applied)
+    }
+
+    /// Asks `to`'s process to delete its copies of purged tombstones.
+    pub async fn forget(&self, to: &NodeRef, tombstones: &[Entry]) -> Result<u64, Status> {
+        let request = pb::RecordBatch {
+            records: tombstones.iter().map(entry_to_pb).collect(),
+        };
+        let reply = self
+            .client(&to.addr)?
+            .forget(request)
+            .await
+            .map_err(|s| self.failed(&to.addr, s))?;
+        Ok(reply.into_inner().forgotten)
+    }
+
+    /// One step of an anti-entropy round with `to`'s process; also the
+    /// bytes of the request and the answer as encoded.
+    pub async fn sync(
+        &self,
+        to: &NodeRef,
+        arc: ArcRange,
+        request: SyncRequest,
+    ) -> Result<(SyncReply, usize, usize), Status> {
+        let request = sync_request_to_pb(arc, &request);
+        let sent = request.encoded_len();
+        let reply = self
+            .client(&to.addr)?
+            .sync(request)
+            .await
+            .map_err(|s| self.failed(&to.addr, s))?
+            .into_inner();
+        let received = reply.encoded_len();
+        Ok((sync_reply_from_pb(reply, self.max_message)?, sent, received))
+    }
+
+    /// Member `of`'s successor list, asked of its process.
+    pub async fn successors(&self, of: &NodeRef) -> Result<Vec<NodeRef>, Status> {
+        Ok(self.state(of).await?.1)
+    }
+
+    /// Member `of`'s predecessor (if it knows one) and successor list,
+    /// asked of its process.
+    pub async fn state(&self, of: &NodeRef) -> Result<(Option<NodeRef>, Vec<NodeRef>), Status> {
+        let reply = super::RingClient::new(self.pool.channel(&of.addr)?)
+            .get_state(pb::MemberRequest { member: of.id.0 })
+            .await
+            .map_err(|s| self.failed(&of.addr, s))?;
+        match super::state_reply_from_pb(reply.into_inner())? {
+            crate::ring::Response::State {
+                predecessor,
+                successors,
+            } => Ok((predecessor, successors)),
+            other => Err(Status::unavailable(format!(
+                "{of} did not give its state: {other:?}"
+            ))),
         }
     }
 
@@ -517,6 +916,11 @@ impl DataPeer {
     }
 }
 
+/// A quorum failure reported by an owner, as the coordinator passes it on.
+fn quorum_error(failed: pb::QuorumFailed) -> crate::Error {
+    crate::Error::Quorum(failed.reason.chars().take(1024).collect())
+}
+
 // ----- a baseline for the hand-off benchmark ---------------------------------------
 
 /// Serves `Data.Fetch` from memory: the same batches a hand-off sends,
@@ -557,6 +961,27 @@ impl pb::data_server::Data for SyntheticData {
         &self,
         _: tonic::Request<Streaming<pb::RecordBatch>>,
     ) -> Result<tonic::Response<pb::AbsorbReply>, Status> {
+        Err(Status::unimplemented("baseline serves fetch only"))
+    }
+
+    async fn replicate(
+        &self,
+        _: tonic::Request<pb::ReplicateRequest>,
+    ) -> Result<tonic::Response<pb::ReplicateReply>, Status> {
+        Err(Status::unimplemented("baseline serves fetch only"))
+    }
+
+    async fn sync(
+        &self,
+        _: tonic::Request<pb::SyncRequest>,
+    ) -> Result<tonic::Response<pb::SyncReply>, Status> {
+        Err(Status::unimplemented("baseline serves fetch only"))
+    }
+
+    async fn forget(
+        &self,
+        _: tonic::Request<pb::RecordBatch>,
+    ) -> Result<tonic::Response<pb::ForgetReply>, Status> {
         Err(Status::unimplemented("baseline serves fetch only"))
     }
 }
@@ -602,7 +1027,7 @@ pub async fn stream_baseline(
                     .max_encoding_message_size(max)
                     .max_decoding_message_size(max),
             )
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            .serve_with_incoming(crate::node::incoming(listener)),
     );
     let started = std::time::Instant::now();
     let peer = DataPeer::new(Duration::from_secs(5), max);

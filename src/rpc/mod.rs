@@ -12,7 +12,7 @@
 //! tonic-health with one service name per member
 //! ([`member_health_name`]), so any gRPC health tool can probe a member.
 
-use crate::data::{Data, Value, Written};
+use crate::data::{Data, ReplicaHealth, RoundReport, Value, Written};
 use crate::id::Id;
 use crate::ring::{LookupOutcome, NodeRef, Outgoing, Request, Response};
 use std::collections::HashMap;
@@ -202,13 +202,25 @@ pub struct MemberInfo {
     pub predecessor: Option<NodeRef>,
     pub successors: Vec<NodeRef>,
     pub fingers: Vec<NodeRef>,
+    /// Records in the member's arc.
+    pub owned_records: u64,
+    /// The other processes holding its arc, and the last rounds with them.
+    pub replicas: Vec<ReplicaHealth>,
 }
 
 /// One process as `Describe` reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProcessInfo {
     pub addr: String,
     pub members: Vec<MemberInfo>,
+    /// Records stored, owned and replicas, tombstones included.
+    pub records: u64,
+    /// Writes held for replicas that could not be reached.
+    pub hints: u64,
+    /// `N`, `W` and `R` as this node is configured.
+    pub replicas: u32,
+    pub write_quorum: u32,
+    pub read_quorum: u32,
 }
 
 // ----- inbound services -------------------------------------------------------
@@ -323,7 +335,8 @@ impl<N: NodeApi> pb::api_server::Api for ApiService<N> {
         &self,
         _request: tonic::Request<pb::DescribeRequest>,
     ) -> Result<tonic::Response<pb::DescribeReply>, Status> {
-        let info = self.node.describe().await?;
+        let mut info = self.node.describe().await?;
+        self.data.describe_replication(&mut info);
         Ok(tonic::Response::new(describe_to_pb(&info)))
     }
 
@@ -353,6 +366,13 @@ impl<N: NodeApi> pb::api_server::Api for ApiService<N> {
             self.delete_inner(request.into_inner()).await?,
         ))
     }
+
+    async fn repair(
+        &self,
+        _request: tonic::Request<pb::RepairRequest>,
+    ) -> Result<tonic::Response<pb::RepairReply>, Status> {
+        Ok(tonic::Response::new(self.repair_inner().await?))
+    }
 }
 
 /// Rejects empty and oversized keys.
@@ -381,8 +401,26 @@ fn describe_to_pb(info: &ProcessInfo) -> pb::DescribeReply {
                 predecessor: m.predecessor.as_ref().map(member_to_pb),
                 successors: members_to_pb(&m.successors),
                 fingers: members_to_pb(&m.fingers),
+                owned_records: m.owned_records,
+                replicas: m
+                    .replicas
+                    .iter()
+                    .map(|r| pb::ReplicaHealth {
+                        replica: Some(member_to_pb(&r.replica)),
+                        last_round_ago_ms: r.last_round_ago.map(|d| d.as_millis() as u64),
+                        in_sync: r.in_sync,
+                        pushed: r.pushed,
+                        pulled: r.pulled,
+                        error: r.error.clone().unwrap_or_default(),
+                    })
+                    .collect(),
             })
             .collect(),
+        records: info.records,
+        hints: info.hints,
+        replicas: info.replicas,
+        write_quorum: info.write_quorum,
+        read_quorum: info.read_quorum,
     }
 }
 
@@ -400,12 +438,33 @@ fn describe_from_pb(reply: pb::DescribeReply) -> Result<ProcessInfo, Status> {
                     .transpose()?,
                 successors: members_from_pb(m.successors, "successors")?,
                 fingers: members_from_pb(m.fingers, "fingers")?,
+                owned_records: m.owned_records,
+                replicas: m
+                    .replicas
+                    .into_iter()
+                    .take(MAX_MEMBER_LIST)
+                    .map(|r| {
+                        Ok(ReplicaHealth {
+                            replica: member_from_pb(r.replica, "replica")?,
+                            last_round_ago: r.last_round_ago_ms.map(Duration::from_millis),
+                            in_sync: r.in_sync,
+                            pushed: r.pushed,
+                            pulled: r.pulled,
+                            error: (!r.error.is_empty()).then_some(r.error),
+                        })
+                    })
+                    .collect::<Result<_, Status>>()?,
             })
         })
         .collect::<Result<_, Status>>()?;
     Ok(ProcessInfo {
         addr: reply.addr,
         members,
+        records: reply.records,
+        hints: reply.hints,
+        replicas: reply.replicas,
+        write_quorum: reply.write_quorum,
+        read_quorum: reply.read_quorum,
     })
 }
 
@@ -568,17 +627,31 @@ impl ApiConn {
         })
     }
 
-    /// Stores `value` under `key`; `ttl` of zero: for ever.
+    /// Stores `value` under `key`; `ttl` of zero: for ever. Waits for the
+    /// node's write quorum.
     pub async fn put(
         &mut self,
         key: &[u8],
         value: Vec<u8>,
         ttl: Duration,
     ) -> crate::Result<Written> {
+        self.put_with_quorum(key, value, ttl, 0).await
+    }
+
+    /// [`ApiConn::put`] waiting for `write_quorum` acknowledgements (0:
+    /// the node's default).
+    pub async fn put_with_quorum(
+        &mut self,
+        key: &[u8],
+        value: Vec<u8>,
+        ttl: Duration,
+        write_quorum: u32,
+    ) -> crate::Result<Written> {
         let request = pb::PutRequest {
             key: key.to_vec(),
             value,
             ttl_ms: ttl.as_millis().try_into().unwrap_or(u64::MAX),
+            write_quorum,
         };
         let reply = self.client.put(request).await?.into_inner();
         Ok(data::written_from_put(reply)?)
@@ -586,18 +659,47 @@ impl ApiConn {
 
     /// The value under `key`; with `local`, this node's own copy.
     pub async fn get(&mut self, key: &[u8], local: bool) -> crate::Result<Value> {
+        self.get_with_quorum(key, local, 0).await
+    }
+
+    /// [`ApiConn::get`] gathering `read_quorum` answers (0: the node's
+    /// default).
+    pub async fn get_with_quorum(
+        &mut self,
+        key: &[u8],
+        local: bool,
+        read_quorum: u32,
+    ) -> crate::Result<Value> {
         let request = pb::GetRequest {
             key: key.to_vec(),
             local,
+            read_quorum,
         };
         let reply = self.client.get(request).await?.into_inner();
         Ok(data::value_from_pb(reply)?)
     }
 
     pub async fn delete(&mut self, key: &[u8]) -> crate::Result<Written> {
-        let request = pb::DeleteRequest { key: key.to_vec() };
+        self.delete_with_quorum(key, 0).await
+    }
+
+    pub async fn delete_with_quorum(
+        &mut self,
+        key: &[u8],
+        write_quorum: u32,
+    ) -> crate::Result<Written> {
+        let request = pb::DeleteRequest {
+            key: key.to_vec(),
+            write_quorum,
+        };
         let reply = self.client.delete(request).await?.into_inner();
         Ok(data::written_from_delete(reply)?)
+    }
+
+    /// Runs an anti-entropy round of the node's arcs now.
+    pub async fn repair(&mut self) -> crate::Result<Vec<RoundReport>> {
+        let reply = self.client.repair(pb::RepairRequest {}).await?.into_inner();
+        Ok(data::reports_from_pb(reply)?)
     }
 
     pub async fn lookup(&mut self, key: &[u8]) -> crate::Result<LookupAnswer> {

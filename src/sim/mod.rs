@@ -17,6 +17,7 @@
 //! exactly right.
 
 pub mod paper;
+pub mod replication;
 
 use crate::id::{between_open_closed, Id};
 use crate::ring::{

@@ -7,8 +7,9 @@
 //! keeps them on disk and [`MemoryEngine`] in memory for simulation, and a
 //! test drives both with the same random operations and demands the same
 //! answers. [`Store`] adds what every engine shares: the key layout,
-//! last-writer-wins application of [`Record`]s, expiry, and resumable arc
-//! scans for hand-off.
+//! last-writer-wins application of [`Record`]s, expiry, resumable arc
+//! scans for hand-off, and the [`DigestTree`] of every record held, kept
+//! up to date by every write for anti-entropy.
 
 mod memory;
 mod record;
@@ -19,6 +20,7 @@ pub use record::{DecodeError, Record, Version};
 pub use rocks::RocksEngine;
 
 use crate::id::Id;
+use crate::sync::tree::{record_digest, DigestTree};
 use std::sync::Mutex;
 
 /// Storage failures.
@@ -83,18 +85,52 @@ impl Hlc {
     }
 }
 
+/// One record with its user key: the unit of every transfer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub key: Vec<u8>,
+    pub record: Record,
+}
+
 /// Records in an engine, with last-writer-wins and expiry.
 pub struct Store<E> {
     engine: E,
     /// Striped locks making read-compare-write of one key atomic.
     stripes: Vec<Mutex<()>>,
+    /// Every stored record's digest, expired ones included until purged.
+    tree: DigestTree,
 }
 
 impl<E: Engine> Store<E> {
-    pub fn new(engine: E) -> Store<E> {
-        Store {
+    /// Opens a store on `engine`, reading every record once to build the
+    /// digest tree.
+    pub fn new(engine: E) -> StoreResult<Store<E>> {
+        let store = Store {
             engine,
             stripes: (0..64).map(|_| Mutex::new(())).collect(),
+            tree: DigestTree::new(),
+        };
+        store.visit_ids(0, u64::MAX, |key, record| {
+            store
+                .tree
+                .insert(Id::of_key(key), record_digest(key, &record));
+        })?;
+        Ok(store)
+    }
+
+    /// The digest tree of every record held.
+    pub fn tree(&self) -> &DigestTree {
+        &self.tree
+    }
+
+    /// Keeps the digest tree in step with one write of `user_key`.
+    fn retally(&self, user_key: &[u8], old: Option<&Record>, new: Option<&Record>) {
+        let id = Id::of_key(user_key);
+        if let Some(old) = old {
+            self.tree.remove(id, record_digest(user_key, old));
+        }
+        if let Some(new) = new {
+            self.tree.insert(id, record_digest(user_key, new));
         }
     }
 
@@ -127,13 +163,49 @@ impl<E: Engine> Store<E> {
     pub fn apply(&self, user_key: &[u8], record: &Record) -> StoreResult<bool> {
         let key = storage_key(user_key);
         let _guard = self.stripe(&key).lock().expect("stripe lock");
-        if let Some(bytes) = self.engine.get(&key)? {
-            let existing = Self::decode(&key, &bytes)?;
-            if !record.supersedes(&existing) {
-                return Ok(false);
-            }
+        let existing = match self.engine.get(&key)? {
+            Some(bytes) => Some(Self::decode(&key, &bytes)?),
+            None => None,
+        };
+        if existing.as_ref().is_some_and(|e| !record.supersedes(e)) {
+            return Ok(false);
         }
         self.engine.put(&key, &record.encode())?;
+        self.retally(user_key, existing.as_ref(), Some(record));
+        Ok(true)
+    }
+
+    /// Deletes the record under `user_key` if its version is `version`
+    /// (a purged tombstone). Returns whether it was deleted.
+    pub fn remove_version(&self, user_key: &[u8], version: Version) -> StoreResult<bool> {
+        let key = storage_key(user_key);
+        let _guard = self.stripe(&key).lock().expect("stripe lock");
+        let Some(bytes) = self.engine.get(&key)? else {
+            return Ok(false);
+        };
+        let existing = Self::decode(&key, &bytes)?;
+        if existing.version != version {
+            return Ok(false);
+        }
+        self.engine.delete(&key)?;
+        self.retally(user_key, Some(&existing), None);
+        Ok(true)
+    }
+
+    /// Deletes the tombstone under `user_key` if its version is `version`:
+    /// a tombstone every replica holds, purged. Returns whether it was.
+    pub fn forget_tombstone(&self, user_key: &[u8], version: Version) -> StoreResult<bool> {
+        let key = storage_key(user_key);
+        let _guard = self.stripe(&key).lock().expect("stripe lock");
+        let Some(bytes) = self.engine.get(&key)? else {
+            return Ok(false);
+        };
+        let existing = Self::decode(&key, &bytes)?;
+        if !existing.tombstone || existing.version != version {
+            return Ok(false);
+        }
+        self.engine.delete(&key)?;
+        self.retally(user_key, Some(&existing), None);
         Ok(true)
     }
 
@@ -155,6 +227,7 @@ impl<E: Engine> Store<E> {
         };
         let record = make(existing.as_ref());
         self.engine.put(&key, &record.encode())?;
+        self.retally(user_key, existing.as_ref(), Some(&record));
         Ok((existing, record))
     }
 
@@ -216,7 +289,9 @@ impl<E: Engine> Store<E> {
         Ok(out)
     }
 
-    /// Deletes up to `limit` expired records; returns how many.
+    /// Deletes up to `limit` expired values; returns how many. Expired
+    /// tombstones stay: only the replication rule that knows every replica
+    /// holds one may remove it ([`Store::forget_tombstone`]).
     pub fn purge_expired(&self, now_ms: u64, limit: usize) -> StoreResult<usize> {
         let mut purged = 0;
         let mut cursor = Vec::new();
@@ -228,13 +303,69 @@ impl<E: Engine> Store<E> {
             cursor = last.clone();
             cursor.push(0);
             for (key, bytes) in &batch {
-                if Self::decode(key, bytes)?.is_expired(now_ms) {
+                let record = Self::decode(key, bytes)?;
+                if record.is_expired(now_ms) && !record.tombstone {
+                    let _guard = self.stripe(key).lock().expect("stripe lock");
+                    // A write may have replaced it since the scan.
+                    match self.engine.get(key)? {
+                        Some(now_there) if now_there == *bytes => {}
+                        _ => continue,
+                    }
                     self.engine.delete(key)?;
+                    if let Some((_, user_key)) = split_storage_key(key) {
+                        self.retally(user_key, Some(&record), None);
+                    }
                     purged += 1;
                     if purged == limit {
                         return Ok(purged);
                     }
                 }
+            }
+        }
+    }
+
+    /// Calls `visit` with the user key and record of every record whose id
+    /// lies in `[low, high]`, expired ones included, in ring order.
+    pub fn visit_ids(
+        &self,
+        low: u64,
+        high: u64,
+        mut visit: impl FnMut(&[u8], Record),
+    ) -> StoreResult<()> {
+        self.visit_ids_while(low, high, |key, record| {
+            visit(key, record);
+            true
+        })
+    }
+
+    /// [`Store::visit_ids`] until `visit` returns false.
+    pub fn visit_ids_while(
+        &self,
+        low: u64,
+        high: u64,
+        mut visit: impl FnMut(&[u8], Record) -> bool,
+    ) -> StoreResult<()> {
+        const PAGE: usize = 256;
+        let mut cursor = low.to_be_bytes().to_vec();
+        let end = high.checked_add(1).map(|end| end.to_be_bytes().to_vec());
+        loop {
+            let page = self.engine.scan(&cursor, end.as_deref(), PAGE)?;
+            for (key, bytes) in &page {
+                let record = Self::decode(key, bytes)?;
+                let (_, user_key) = split_storage_key(key).ok_or_else(|| StoreError::Damaged {
+                    key: key.clone(),
+                    error: DecodeError::Short(key.len()),
+                })?;
+                if !visit(user_key, record) {
+                    return Ok(());
+                }
+            }
+            match page.last() {
+                Some((last, _)) if page.len() == PAGE => {
+                    cursor = last.clone();
+                    cursor.push(0);
+                }
+                _ => return Ok(()),
             }
         }
     }

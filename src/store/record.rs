@@ -51,11 +51,14 @@ impl Record {
         }
     }
 
-    pub fn tombstone(version: Version) -> Record {
+    /// A delete; with `expires_at`, purged then (the tombstone grace):
+    /// until it is purged an expired tombstone still supersedes older
+    /// versions, it is only not copied to a replica that lacks the key.
+    pub fn tombstone(version: Version, expires_at: Option<u64>) -> Record {
         Record {
             version,
             tombstone: true,
-            expires_at: None,
+            expires_at,
             value: Vec::new(),
         }
     }
@@ -130,7 +133,7 @@ mod tests {
     #[test]
     fn damaged_bytes_are_refused() {
         assert_eq!(Record::decode(&[1, 0, 0]), Err(DecodeError::Short(3)));
-        let mut bytes = Record::tombstone(Version::default()).encode();
+        let mut bytes = Record::tombstone(Version::default(), None).encode();
         bytes[0] = 9;
         assert_eq!(Record::decode(&bytes), Err(DecodeError::Format(9)));
     }
@@ -145,10 +148,13 @@ mod tests {
             b"a".to_vec(),
             None,
         );
-        let newer = Record::tombstone(Version {
-            clock: 6,
-            writer: 1,
-        });
+        let newer = Record::tombstone(
+            Version {
+                clock: 6,
+                writer: 1,
+            },
+            None,
+        );
         let tie = Record::value(
             Version {
                 clock: 6,

@@ -63,7 +63,7 @@ fn run<E: Engine>(store: &Store<E>, op: &Op) -> String {
                 writer: 1,
             };
             let record = if *tombstone {
-                Record::tombstone(version)
+                Record::tombstone(version, None)
             } else {
                 Record::value(version, vec![*value], *expires_at)
             };
@@ -102,8 +102,8 @@ proptest! {
     #[test]
     fn rocksdb_and_memory_engines_give_the_same_answers(ops in proptest::collection::vec(op(), 1..80)) {
         let dir = tempfile::tempdir().unwrap();
-        let rocks = Store::new(RocksEngine::open(dir.path()).unwrap());
-        let memory = Store::new(MemoryEngine::new());
+        let rocks = Store::new(RocksEngine::open(dir.path()).unwrap()).unwrap();
+        let memory = Store::new(MemoryEngine::new()).unwrap();
         for op in &ops {
             prop_assert_eq!(run(&rocks, op), run(&memory, op), "{:?}", op);
         }
@@ -111,7 +111,7 @@ proptest! {
 
     #[test]
     fn an_arc_scan_returns_exactly_the_keys_in_the_arc(from in edge(), to in edge(), keys in proptest::collection::btree_set(0u8..=255, 0..60)) {
-        let store = Store::new(MemoryEngine::new());
+        let store = Store::new(MemoryEngine::new()).unwrap();
         for &key in &keys {
             store.apply(&user_key(key), &Record::value(Version { clock: 1, writer: 1 }, vec![key], None)).unwrap();
         }
@@ -134,11 +134,14 @@ proptest! {
 
 #[test]
 fn an_older_write_never_replaces_a_newer_one_not_even_a_delete() {
-    let store = Store::new(MemoryEngine::new());
-    let newer = Record::tombstone(Version {
-        clock: 10,
-        writer: 1,
-    });
+    let store = Store::new(MemoryEngine::new()).unwrap();
+    let newer = Record::tombstone(
+        Version {
+            clock: 10,
+            writer: 1,
+        },
+        None,
+    );
     let older = Record::value(
         Version {
             clock: 9,
@@ -154,7 +157,7 @@ fn an_older_write_never_replaces_a_newer_one_not_even_a_delete() {
 
 #[test]
 fn expired_records_are_never_returned_and_are_purged() {
-    let store = Store::new(MemoryEngine::new());
+    let store = Store::new(MemoryEngine::new()).unwrap();
     let record = Record::value(
         Version {
             clock: 1,
@@ -186,10 +189,10 @@ fn data_survives_reopening_the_database() {
         None,
     );
     {
-        let store = Store::new(RocksEngine::open(dir.path()).unwrap());
+        let store = Store::new(RocksEngine::open(dir.path()).unwrap()).unwrap();
         store.apply(b"k", &record).unwrap();
     }
-    let store = Store::new(RocksEngine::open(dir.path()).unwrap());
+    let store = Store::new(RocksEngine::open(dir.path()).unwrap()).unwrap();
     assert_eq!(store.get(b"k", 0).unwrap(), Some(record));
 }
 
@@ -209,4 +212,27 @@ fn the_clock_never_goes_backwards_and_follows_what_it_observes() {
     assert!(first < same_ms && same_ms < wall_went_back);
     clock.observe(5_000 << 16);
     assert!(clock.now(1_000) > 5_000 << 16);
+}
+
+#[test]
+fn an_expired_tombstone_still_shadows_older_writes_until_it_is_purged() {
+    let store = Store::new(MemoryEngine::new()).unwrap();
+    let version = |clock| Version { clock, writer: 1 };
+    let tombstone = Record::tombstone(version(10), Some(100));
+    let older = Record::value(version(9), b"zombie".to_vec(), None);
+    assert!(store.apply(b"k", &tombstone).unwrap());
+    // Past its grace, a tombstone reads as absent, like any tombstone...
+    assert_eq!(store.get(b"k", 200).unwrap(), None);
+    // ...and an older write arriving late still loses to it.
+    assert!(!store.apply(b"k", &older).unwrap());
+    // The purge of expired values leaves it: only the replication rule
+    // (every replica holds it) forgets it, and only that version.
+    assert_eq!(store.purge_expired(200, 10).unwrap(), 0);
+    assert!(!store.forget_tombstone(b"k", version(11)).unwrap());
+    assert!(store.forget_tombstone(b"k", version(10)).unwrap());
+    assert_eq!(store.tree().root().count, 0);
+    // Forgotten, it no longer shadows anything: why it must first be on
+    // every replica.
+    assert!(store.apply(b"k", &older).unwrap());
+    assert!(!store.forget_tombstone(b"k", version(9)).unwrap());
 }

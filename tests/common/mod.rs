@@ -13,6 +13,15 @@ pub const CHORDAL: &str = env!("CARGO_BIN_EXE_chordal");
 /// Generous: the machines running the tests are shared and slow.
 pub const SETTLE: Duration = Duration::from_secs(60);
 
+/// The runtime the process tests drive their clients with.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -42,7 +51,45 @@ impl Node {
         vnodes: u32,
         extra: &[&str],
     ) -> Node {
-        let child = Command::new(CHORDAL)
+        Node::spawn(
+            Command::new(CHORDAL),
+            "127.0.0.1",
+            port,
+            bootstrap,
+            data_dir,
+            vnodes,
+            extra,
+        )
+    }
+
+    /// Starts a node listening on `host` inside network namespace
+    /// `netns` (`ip netns exec` replaces itself with the node, so the
+    /// child is the node).
+    pub fn start_in_netns(
+        netns: &str,
+        host: &str,
+        port: u16,
+        bootstrap: &str,
+        data_dir: &Path,
+        vnodes: u32,
+        extra: &[&str],
+    ) -> Node {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", netns, CHORDAL]);
+        Node::spawn(command, host, port, bootstrap, data_dir, vnodes, extra)
+    }
+
+    fn spawn(
+        mut command: Command,
+        host: &str,
+        port: u16,
+        bootstrap: &str,
+        data_dir: &Path,
+        vnodes: u32,
+        extra: &[&str],
+    ) -> Node {
+        let child = command
+            .args(["--host", host])
             .args([
                 "--port",
                 &port.to_string(),
@@ -70,7 +117,7 @@ impl Node {
             .spawn()
             .expect("chordal starts");
         Node {
-            addr: format!("127.0.0.1:{port}"),
+            addr: format!("{host}:{port}"),
             port,
             data_dir: data_dir.to_path_buf(),
             child: Some(child),
@@ -213,5 +260,29 @@ pub fn start_ring(dir: &Path, count: usize, vnodes: u32) -> Vec<Node> {
             }
             node
         })
+        .collect()
+}
+
+/// The addresses of the processes that should hold `key`: its owner and
+/// the next `replicas - 1` distinct processes, on the ring `view` shows.
+pub fn holders(view: &RingView, key: &[u8], replicas: usize) -> Vec<String> {
+    use chordal::id::Id;
+    use chordal::ring::NodeRef;
+    let members: Vec<NodeRef> = view
+        .members
+        .iter()
+        .map(|(id, addr)| NodeRef::new(id.parse::<Id>().unwrap(), addr.clone()))
+        .collect();
+    let target = Id::of_key(key);
+    let at = members.iter().position(|m| m.id >= target).unwrap_or(0);
+    let owner = &members[at];
+    let after: Vec<NodeRef> = members[at + 1..]
+        .iter()
+        .chain(&members[..=at])
+        .cloned()
+        .collect();
+    let preference = chordal::replica::preference_from(owner, &after, replicas - 1);
+    std::iter::once(owner.addr.clone())
+        .chain(preference.others.into_iter().map(|m| m.addr))
         .collect()
 }

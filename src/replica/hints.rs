@@ -1,0 +1,248 @@
+//! Hinted hand-off: writes held for a replica that could not be reached.
+//!
+//! A hint is a record and the member it was meant for, kept in its own
+//! column family (never mixed with the ring's records, so it is neither
+//! served nor counted in the digest tree) under `target address || 0 ||
+//! sequence number`: the hints of one target are one contiguous range, in
+//! arrival order. The holder retries each target with growing pauses and
+//! deletes a hint once the target acknowledged it. Hints are bounded per
+//! process in number and bytes; past the bound a new hint is refused and
+//! anti-entropy repairs what it would have carried.
+
+use crate::id::Id;
+use crate::ring::NodeRef;
+use crate::store::{Engine, Entry, Record, StoreError, StoreResult};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Most hints one process holds.
+pub const MAX_HINTS: u64 = 1_000_000;
+/// Most bytes of hints one process holds.
+pub const MAX_HINT_BYTES: u64 = 256 * 1024 * 1024;
+
+/// One held write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hint {
+    stored_key: Vec<u8>,
+    bytes: u64,
+    pub target: NodeRef,
+    pub entry: Entry,
+}
+
+/// The hints of one process.
+pub struct Hints<E> {
+    engine: E,
+    /// Hints held and their bytes.
+    held: Mutex<(u64, u64)>,
+    sequence: AtomicU64,
+}
+
+fn damaged(key: &[u8], why: &str) -> StoreError {
+    StoreError::Engine(format!("hint under {key:?} is damaged: {why}"))
+}
+
+impl<E: Engine> Hints<E> {
+    /// Opens the hints in `engine`, counting those already there.
+    pub fn open(engine: E) -> StoreResult<Hints<E>> {
+        let hints = Hints {
+            engine,
+            held: Mutex::new((0, 0)),
+            sequence: AtomicU64::new(0),
+        };
+        let mut cursor = Vec::new();
+        let (mut count, mut bytes, mut last_sequence) = (0, 0, 0);
+        loop {
+            let page = hints.engine.scan(&cursor, None, 1024)?;
+            for (key, value) in &page {
+                count += 1;
+                bytes += (key.len() + value.len()) as u64;
+                if let Some(tail) = key.len().checked_sub(8) {
+                    let sequence = u64::from_be_bytes(key[tail..].try_into().expect("8 bytes"));
+                    last_sequence = last_sequence.max(sequence);
+                }
+            }
+            match page.last() {
+                Some((last, _)) if page.len() == 1024 => {
+                    cursor = last.clone();
+                    cursor.push(0);
+                }
+                _ => break,
+            }
+        }
+        *hints.held.lock().expect("hints lock") = (count, bytes);
+        hints.sequence.store(last_sequence + 1, Ordering::SeqCst);
+        Ok(hints)
+    }
+
+    /// Hints held now.
+    pub fn len(&self) -> u64 {
+        self.held.lock().expect("hints lock").0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps `entry` for `target`. Returns false, storing nothing, when the
+    /// bound on hints is reached.
+    pub fn add(&self, target: &NodeRef, entry: &Entry) -> StoreResult<bool> {
+        let sequence = self.sequence.fetch_add(1, Ordering::SeqCst);
+        let mut key = target.addr.as_bytes().to_vec();
+        key.push(0);
+        key.extend_from_slice(&sequence.to_be_bytes());
+        let record = entry.record.encode();
+        let mut value = Vec::with_capacity(12 + entry.key.len() + record.len());
+        value.extend_from_slice(&target.id.0.to_be_bytes());
+        value.extend_from_slice(&(entry.key.len() as u32).to_be_bytes());
+        value.extend_from_slice(&entry.key);
+        value.extend_from_slice(&record);
+        let size = (key.len() + value.len()) as u64;
+        let mut held = self.held.lock().expect("hints lock");
+        if held.0 + 1 > MAX_HINTS || held.1 + size > MAX_HINT_BYTES {
+            return Ok(false);
+        }
+        self.engine.put(&key, &value)?;
+        held.0 += 1;
+        held.1 += size;
+        Ok(true)
+    }
+
+    /// The addresses hints are held for.
+    pub fn targets(&self) -> StoreResult<Vec<String>> {
+        let mut targets = Vec::new();
+        let mut cursor = Vec::new();
+        while let Some((key, _)) = self.engine.scan(&cursor, None, 1)?.pop() {
+            let end = key
+                .iter()
+                .position(|b| *b == 0)
+                .ok_or_else(|| damaged(&key, "no address"))?;
+            let addr = String::from_utf8_lossy(&key[..end]).into_owned();
+            // Addresses hold no byte below 0x21: this skips all of them.
+            cursor = key[..end].to_vec();
+            cursor.push(1);
+            targets.push(addr);
+        }
+        Ok(targets)
+    }
+
+    /// Up to `limit` hints held for `addr`, oldest first.
+    pub fn batch(&self, addr: &str, limit: usize) -> StoreResult<Vec<Hint>> {
+        let mut start = addr.as_bytes().to_vec();
+        start.push(0);
+        let mut end = addr.as_bytes().to_vec();
+        end.push(1);
+        self.engine
+            .scan(&start, Some(&end), limit)?
+            .into_iter()
+            .map(|(key, value)| decode(key, &value))
+            .collect()
+    }
+
+    /// Forgets hints that were delivered.
+    pub fn remove(&self, delivered: &[Hint]) -> StoreResult<()> {
+        for hint in delivered {
+            self.engine.delete(&hint.stored_key)?;
+            let mut held = self.held.lock().expect("hints lock");
+            held.0 = held.0.saturating_sub(1);
+            held.1 = held.1.saturating_sub(hint.bytes);
+        }
+        Ok(())
+    }
+}
+
+fn decode(stored_key: Vec<u8>, value: &[u8]) -> StoreResult<Hint> {
+    let end = stored_key
+        .iter()
+        .position(|b| *b == 0)
+        .ok_or_else(|| damaged(&stored_key, "no address"))?;
+    let addr = String::from_utf8_lossy(&stored_key[..end]).into_owned();
+    if value.len() < 12 {
+        return Err(damaged(&stored_key, "too short"));
+    }
+    let id = u64::from_be_bytes(value[..8].try_into().expect("8 bytes"));
+    let key_len = u32::from_be_bytes(value[8..12].try_into().expect("4 bytes")) as usize;
+    let key = value
+        .get(12..12 + key_len)
+        .ok_or_else(|| damaged(&stored_key, "key cut short"))?
+        .to_vec();
+    let record =
+        Record::decode(&value[12 + key_len..]).map_err(|e| damaged(&stored_key, &e.to_string()))?;
+    Ok(Hint {
+        bytes: (stored_key.len() + value.len()) as u64,
+        stored_key,
+        target: NodeRef::new(Id(id), addr),
+        entry: Entry { key, record },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{MemoryEngine, Version};
+
+    fn entry(n: u64) -> Entry {
+        Entry {
+            key: format!("k{n}").into_bytes(),
+            record: Record::value(
+                Version {
+                    clock: n,
+                    writer: 1,
+                },
+                vec![7; 10],
+                None,
+            ),
+        }
+    }
+
+    #[test]
+    fn hints_are_kept_per_target_in_order_and_forgotten_once_delivered() {
+        let hints = Hints::open(MemoryEngine::new()).unwrap();
+        let a = NodeRef::new(Id(1), "10.0.0.1:1");
+        let b = NodeRef::new(Id(2), "10.0.0.1:10");
+        for n in 0..5 {
+            assert!(hints.add(&a, &entry(n)).unwrap());
+            assert!(hints.add(&b, &entry(100 + n)).unwrap());
+        }
+        assert_eq!(hints.len(), 10);
+        assert_eq!(hints.targets().unwrap(), vec!["10.0.0.1:1", "10.0.0.1:10"]);
+        let for_a = hints.batch("10.0.0.1:1", 3).unwrap();
+        assert_eq!(for_a.len(), 3);
+        assert_eq!(for_a[0].target, a);
+        assert_eq!(
+            for_a.iter().map(|h| h.entry.clone()).collect::<Vec<_>>(),
+            (0..3).map(entry).collect::<Vec<_>>()
+        );
+        hints.remove(&for_a).unwrap();
+        assert_eq!(hints.batch("10.0.0.1:1", 10).unwrap().len(), 2);
+        assert_eq!(hints.len(), 7);
+        let rest: Vec<Hint> = hints
+            .batch("10.0.0.1:1", 10)
+            .unwrap()
+            .into_iter()
+            .chain(hints.batch("10.0.0.1:10", 10).unwrap())
+            .collect();
+        hints.remove(&rest).unwrap();
+        assert!(hints.is_empty());
+        assert!(hints.targets().unwrap().is_empty());
+    }
+
+    #[test]
+    fn hints_survive_reopening_and_new_ones_follow_the_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = NodeRef::new(Id(9), "h:1");
+        {
+            let engine = crate::store::RocksEngine::open(dir.path()).unwrap();
+            let hints = Hints::open(engine.hints()).unwrap();
+            hints.add(&target, &entry(1)).unwrap();
+        }
+        let engine = crate::store::RocksEngine::open(dir.path()).unwrap();
+        let hints = Hints::open(engine.hints()).unwrap();
+        assert_eq!(hints.len(), 1);
+        hints.add(&target, &entry(2)).unwrap();
+        let held = hints.batch("h:1", 10).unwrap();
+        assert_eq!(held[0].entry, entry(1));
+        assert_eq!(held[1].entry, entry(2));
+        // The ring's records are elsewhere: the default family is empty.
+        assert!(engine.scan(&[], None, 10).unwrap().is_empty());
+    }
+}

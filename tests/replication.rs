@@ -1,0 +1,415 @@
+//! Replication on real processes: no acknowledged write is lost while
+//! replicas are killed and restarted, a replica wiped clean is rebuilt by
+//! anti-entropy, and quorums are reported as they are.
+
+mod common;
+
+use chordal::rpc::ApiConn;
+use chordal::Error;
+use common::*;
+use rand::seq::IndexedRandom;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+fn key(i: u64) -> String {
+    format!("key-{i:06}")
+}
+
+fn value(i: u64) -> Vec<u8> {
+    format!("value {i} ")
+        .repeat(1 + (i % 5) as usize)
+        .into_bytes()
+}
+
+async fn connect(addr: &str) -> ApiConn {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match ApiConn::connect(addr, TIMEOUT).await {
+            Ok(conn) => return conn,
+            Err(e) if Instant::now() > deadline => panic!("cannot connect to {addr}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Reads every key through `via`: the value each was last acknowledged
+/// with. Retries a key a few times: right after a membership change the
+/// owner may be moving.
+async fn check_acknowledged(via: &str, acked: &BTreeMap<u64, Vec<u8>>) {
+    let mut conn = connect(via).await;
+    let mut failures = Vec::new();
+    for (i, expected) in acked {
+        let mut outcome = conn.get(key(*i).as_bytes(), false).await;
+        for _ in 0..5 {
+            if matches!(outcome, Err(Error::Unavailable(_))) {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                outcome = conn.get(key(*i).as_bytes(), false).await;
+            }
+        }
+        match outcome {
+            Ok(got) if got.value == *expected => {}
+            Ok(got) => failures.push(format!("{}: wrong value {:?}", key(*i), got.value)),
+            Err(e) => failures.push(format!("{}: {e}", key(*i))),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} acknowledged keys wrong or lost, first: {:?}",
+        failures.len(),
+        acked.len(),
+        &failures[..failures.len().min(10)]
+    );
+}
+
+/// Waits until `done()` holds, or panics with `what` after a minute.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + SETTLE;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+const FAST: &[&str] = &["--anti-entropy-interval", "3s"];
+
+#[test]
+fn no_acknowledged_write_is_lost_while_a_replica_is_killed_and_another_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
+    let bootstrap = format!("127.0.0.1:{}", ports[0]);
+    let mut nodes: Vec<Node> = ports
+        .iter()
+        .map(|&port| {
+            let node = Node::start_with(
+                port,
+                &bootstrap,
+                &dir.path().join(format!("node-{port}")),
+                2,
+                FAST,
+            );
+            std::thread::sleep(Duration::from_millis(300));
+            node
+        })
+        .collect();
+    wait_for_ring(&nodes.iter().collect::<Vec<_>>(), 2);
+
+    // A writer puts new keys through the nodes that stay up, and keeps
+    // what was acknowledged (W = 2 by default).
+    let acked = Arc::new(Mutex::new(BTreeMap::<u64, Vec<u8>>::new()));
+    let refused = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let via: Vec<String> = [0, 1, 4].iter().map(|&n| nodes[n].addr.clone()).collect();
+    let writer = {
+        let (acked, refused, stop) = (acked.clone(), refused.clone(), stop.clone());
+        rt.spawn(async move {
+            let mut conns = Vec::new();
+            for addr in &via {
+                conns.push(connect(addr).await);
+            }
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let mut conn = conns.choose(&mut rand::rng()).unwrap().clone();
+                match conn.put(key(i).as_bytes(), value(i), Duration::ZERO).await {
+                    Ok(written) => {
+                        assert!(
+                            written.acks >= 2,
+                            "{} acknowledged by {}",
+                            key(i),
+                            written.acks
+                        );
+                        acked.lock().unwrap().insert(i, value(i));
+                    }
+                    Err(_) => {
+                        refused.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                i += 1;
+            }
+        })
+    };
+    let acked_count = || acked.lock().unwrap().len();
+    wait_until("500 acknowledged writes", || acked_count() >= 500);
+
+    // A replica dies without a word.
+    nodes[2].kill_9();
+    let before = acked_count();
+    wait_until("500 more writes after the kill", || {
+        acked_count() >= before + 500
+    });
+    // Another is killed and restarted on its data directory.
+    let (port, data_dir) = (nodes[3].port, nodes[3].data_dir.clone());
+    nodes[3].kill_9();
+    let before = acked_count();
+    wait_until("300 writes while it is down", || {
+        acked_count() >= before + 300
+    });
+    nodes[3] = Node::start_with(port, &bootstrap, &data_dir, 2, FAST);
+    let before = acked_count();
+    wait_until("500 writes after the restart", || {
+        acked_count() >= before + 500
+    });
+    stop.store(true, Ordering::SeqCst);
+    rt.block_on(writer).unwrap();
+
+    let survivors: Vec<&Node> = [0, 1, 3, 4].iter().map(|&n| &nodes[n]).collect();
+    wait_for_ring(&survivors, 2);
+    let acked = acked.lock().unwrap().clone();
+    eprintln!(
+        "{} writes acknowledged, {} refused",
+        acked.len(),
+        refused.load(Ordering::SeqCst)
+    );
+    for node in &survivors {
+        rt.block_on(check_acknowledged(&node.addr, &acked));
+    }
+}
+
+/// Keys held in a node's own store, among `keys`.
+async fn held_locally(addr: &str, keys: &[u64]) -> Vec<u64> {
+    let mut conn = connect(addr).await;
+    let mut held = Vec::new();
+    for &i in keys {
+        if let Ok(got) = conn.get(key(i).as_bytes(), true).await {
+            if got.value == value(i) {
+                held.push(i);
+            }
+        }
+    }
+    held
+}
+
+#[test]
+fn a_replica_wiped_clean_is_rebuilt_and_repair_reports_what_it_moved() {
+    const KEYS: u64 = 2000;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    // Three processes keep three copies: each holds every key.
+    let mut nodes = start_ring(dir.path(), 3, 2);
+    wait_for_ring(&nodes.iter().collect::<Vec<_>>(), 2);
+    rt.block_on(async {
+        let mut conn = connect(&nodes[0].addr).await;
+        for i in 0..KEYS {
+            let written = conn
+                .put(key(i).as_bytes(), value(i), Duration::ZERO)
+                .await
+                .unwrap();
+            assert!(written.acks >= 2);
+        }
+    });
+    let all: Vec<u64> = (0..KEYS).collect();
+    // Writes wait for two copies; the third arrives in the background.
+    wait_until("every key on every node", || {
+        nodes
+            .iter()
+            .all(|n| rt.block_on(held_locally(&n.addr, &all)).len() == KEYS as usize)
+    });
+
+    // The third node loses its database, keeping its identity.
+    let (port, data_dir) = (nodes[2].port, nodes[2].data_dir.clone());
+    nodes[2].kill_9();
+    std::fs::remove_dir_all(data_dir.join("db")).unwrap();
+    nodes[2] = Node::start(port, &nodes[0].addr.clone(), &data_dir, 2);
+    wait_for_ring(&nodes.iter().collect::<Vec<_>>(), 2);
+    wait_until("the wiped node holds every key again", || {
+        rt.block_on(held_locally(&nodes[2].addr, &all)).len() == KEYS as usize
+    });
+    // Moved by anti-entropy: the others' rounds pushing, or the restarted
+    // node's catch-up receiving (whichever ran first).
+    let log: String = nodes.iter().map(|n| n.log()).collect();
+    assert!(
+        log.lines().any(|line| line.contains("anti-entropy")
+            && (line.contains("records pushed") || line.contains("records received"))),
+        "anti-entropy moved records: {}",
+        tail(&log)
+    );
+
+    // Now everything agrees: a repair finds nothing to move.
+    let output = chordal(&["repair", "--via", &nodes[1].addr]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let summary = stdout.lines().last().unwrap();
+    assert!(
+        summary.contains("0 failed; 0 records sent to replicas, 0 received"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn quorums_beyond_the_live_replicas_are_refused_with_how_many_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_ring(dir.path(), 3, 1);
+    wait_for_ring(&nodes.iter().collect::<Vec<_>>(), 1);
+    let via = nodes[0].addr.clone();
+    let stderr_of = |args: &[&str]| {
+        let output = chordal(args);
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    // All three up: W=3 is met (once the successor lists, not just the
+    // walk, name all three: until then the owner may see a smaller ring
+    // and rightly answer "2 of W=3"), and more than N is refused outright.
+    let put_w3 = || stderr_of(&["put", "k", "v", "--w", "3", "--via", &via]);
+    let deadline = std::time::Instant::now() + SETTLE;
+    let (mut ok, mut stderr) = put_w3();
+    while !ok && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        (ok, stderr) = put_w3();
+    }
+    assert!(ok && stderr.contains("3 copies acknowledged"), "{stderr}");
+    let (ok, stderr) = stderr_of(&["put", "k", "v", "--w", "4", "--via", &via]);
+    assert!(!ok && stderr.contains("invalid argument"), "{stderr}");
+    let (ok, stderr) = stderr_of(&["get", "k", "--r", "3", "--via", &via]);
+    assert!(ok, "{stderr}");
+
+    // Kill one: W=3 cannot be met, whether the ring still names the dead
+    // process (it does not answer) or has dropped it (two are left).
+    nodes[2].kill_9();
+    let (ok, stderr) = stderr_of(&["put", "k", "v2", "--w", "3", "--via", &via]);
+    assert!(!ok, "W=3 with a replica dead: {stderr}");
+    assert!(
+        stderr.contains("unavailable") && stderr.contains("of W=3"),
+        "{stderr}"
+    );
+    // W=2 and R=2 still work with one of three down.
+    let (ok, stderr) = stderr_of(&["put", "k", "v3", "--via", &via]);
+    assert!(ok, "{stderr}");
+    let output = chordal(&["get", "k", "--via", &via]);
+    assert_eq!(output.stdout, b"v3");
+}
+
+#[test]
+fn copies_left_beyond_n_by_joins_are_handed_back_and_dropped() {
+    const KEYS: u64 = 600;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let flags = ["--replicas", "2", "--anti-entropy-interval", "2s"];
+    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
+    let bootstrap = format!("127.0.0.1:{}", ports[0]);
+    let start = |port: u16| {
+        let node = Node::start_with(
+            port,
+            &bootstrap,
+            &dir.path().join(format!("node-{port}")),
+            2,
+            &flags,
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        node
+    };
+    let mut nodes: Vec<Node> = ports[..3].iter().map(|&port| start(port)).collect();
+    wait_for_ring(&nodes.iter().collect::<Vec<_>>(), 2);
+    rt.block_on(async {
+        let mut conn = connect(&bootstrap).await;
+        for i in 0..KEYS {
+            conn.put(key(i).as_bytes(), value(i), Duration::ZERO)
+                .await
+                .unwrap();
+        }
+    });
+    // Two more processes take over parts of the arcs: the copies the old
+    // replicas kept of those parts are now one too many.
+    nodes.extend(ports[3..].iter().map(|&port| start(port)));
+    let view = wait_for_ring(&nodes.iter().collect::<Vec<_>>(), 2);
+    let all: Vec<u64> = (0..KEYS).collect();
+    let mut misplaced = usize::MAX;
+    wait_until("every key on exactly its two replicas", || {
+        let mut held: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        for node in &nodes {
+            for i in rt.block_on(held_locally(&node.addr, &all)) {
+                held.entry(i).or_default().push(node.addr.clone());
+            }
+        }
+        misplaced = all
+            .iter()
+            .filter(|i| {
+                let mut expected = holders(&view, key(**i).as_bytes(), 2);
+                expected.sort();
+                let mut actual = held.get(i).cloned().unwrap_or_default();
+                actual.sort();
+                actual != expected
+            })
+            .count();
+        misplaced == 0
+    });
+    let log: String = nodes.iter().map(|n| n.log()).collect();
+    assert!(
+        log.contains("copies held beyond the 2 replicas"),
+        "{}",
+        tail(&log)
+    );
+    let acked: BTreeMap<u64, Vec<u8>> = all.iter().map(|&i| (i, value(i))).collect();
+    rt.block_on(check_acknowledged(&nodes[4].addr, &acked));
+}
+
+#[test]
+fn tombstones_are_purged_on_every_replica_after_the_grace_and_deletes_stay() {
+    const KEYS: u64 = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let flags = ["--anti-entropy-interval", "2s", "--tombstone-grace", "6s"];
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let bootstrap = format!("127.0.0.1:{}", ports[0]);
+    let nodes: Vec<Node> = ports
+        .iter()
+        .map(|&port| {
+            let node = Node::start_with(
+                port,
+                &bootstrap,
+                &dir.path().join(format!("node-{port}")),
+                2,
+                &flags,
+            );
+            std::thread::sleep(Duration::from_millis(300));
+            node
+        })
+        .collect();
+    wait_for_ring(&nodes.iter().collect::<Vec<_>>(), 2);
+    rt.block_on(async {
+        let mut conn = connect(&bootstrap).await;
+        for i in 0..KEYS {
+            conn.put(key(i).as_bytes(), value(i), Duration::ZERO)
+                .await
+                .unwrap();
+        }
+        for i in 0..KEYS / 2 {
+            assert!(conn.delete(key(i).as_bytes()).await.unwrap().existed);
+        }
+    });
+    // Every process holds every key (three processes, three copies):
+    // the tombstones first, then, once their grace is over and every
+    // replica holds them, nothing but the live half.
+    let records = |node: &Node| {
+        rt.block_on(async { connect(&node.addr).await.describe().await.unwrap().records })
+    };
+    wait_until(
+        "every process holds the 50 values and 50 tombstones",
+        || nodes.iter().all(|n| records(n) == KEYS),
+    );
+    wait_until("every tombstone purged on every process", || {
+        nodes.iter().all(|n| records(n) == KEYS / 2)
+    });
+    rt.block_on(async {
+        for node in &nodes {
+            let mut conn = connect(&node.addr).await;
+            for i in 0..KEYS {
+                let got = conn.get(key(i).as_bytes(), false).await;
+                if i < KEYS / 2 {
+                    assert!(
+                        matches!(got, Err(Error::NotFound(_))),
+                        "{}: {got:?}",
+                        key(i)
+                    );
+                } else {
+                    assert_eq!(got.unwrap().value, value(i));
+                }
+            }
+        }
+    });
+}
