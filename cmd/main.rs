@@ -1,6 +1,7 @@
 //! The `chordal` command: parses arguments, sets up logging, and calls the
 //! library. Everything that decides anything lives in the library.
 
+mod chat;
 mod client;
 
 use anyhow::{bail, Context};
@@ -153,6 +154,10 @@ enum Command {
     /// Run an anti-entropy round of a node's arcs now, with every replica,
     /// and report what differed and what moved.
     Repair(client::RepairArgs),
+    /// Chat in a room over the ring: messages are sealed end to end and
+    /// kept in the ring for --retention; nodes see neither the room's name
+    /// nor what is said.
+    Chat(chat::ChatArgs),
     /// Measure throughput and latency (p50, p99, p99.9) of a put/get/delete
     /// workload against a ring.
     Bench(client::BenchArgs),
@@ -218,6 +223,7 @@ fn main() -> ExitCode {
             Some(Command::Delete(args)) => client::delete(args).await,
             Some(Command::Repair(args)) => client::repair(args).await,
             Some(Command::Bench(args)) => client::bench(args).await,
+            Some(Command::Chat(args)) => chat::chat(args).await,
             Some(Command::Lookup { key, via, timeout }) => lookup(&key, &via, timeout).await,
             Some(Command::Ring {
                 via,

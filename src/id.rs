@@ -17,6 +17,25 @@
 
 use std::fmt;
 
+/// The first bytes of a chat room message's key: `ROOM_KEY_PREFIX`, the
+/// room's 32-byte location, the message's send time (8 bytes, big-endian
+/// milliseconds) and its 16-byte id. See `chat::room`.
+pub const ROOM_KEY_PREFIX: &[u8] = b"\0room\0";
+/// The length of a room message's key.
+pub const ROOM_KEY_LEN: usize = ROOM_KEY_PREFIX.len() + 32 + 8 + 16;
+
+/// A room message's key split into the room's location and the message's
+/// id; `None` for every other key.
+pub fn split_room_key(key: &[u8]) -> Option<(&[u8; 32], &[u8; 16])> {
+    if key.len() != ROOM_KEY_LEN || !key.starts_with(ROOM_KEY_PREFIX) {
+        return None;
+    }
+    let rest = &key[ROOM_KEY_PREFIX.len()..];
+    let location = rest[..32].try_into().ok()?;
+    let message = rest[40..].try_into().ok()?;
+    Some((location, message))
+}
+
 /// A point on the identifier circle.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Id(pub u64);
@@ -25,9 +44,29 @@ impl Id {
     /// Number of bits in an identifier, and so the number of fingers.
     pub const BITS: usize = 64;
 
-    /// The identifier of an arbitrary byte string (a user key).
+    /// The identifier of an arbitrary byte string (a user key): blake3 of
+    /// it, except for a room message's key ([`Id::of_room_message`]).
     pub fn of_key(key: &[u8]) -> Id {
+        if let Some((location, message)) = split_room_key(key) {
+            return Id::of_room_message(location, message);
+        }
         Id::from_hash(blake3::hash(key))
+    }
+
+    /// The identifier of a message of the chat room at `location` (32
+    /// bytes): the location's top 48 bits, then 16 bits of the message's
+    /// id. A room's messages all fall in one range of 2^16 ids
+    /// ([`Id::room_range`]), so one owner holds them, while the digest
+    /// tree can still tell a busy room's messages apart.
+    pub fn of_room_message(location: &[u8; 32], message_id: &[u8; 16]) -> Id {
+        let (low, _) = Id::room_range(location);
+        Id(low.0 | u64::from(u16::from_be_bytes([message_id[0], message_id[1]])))
+    }
+
+    /// The first and last identifiers of the room at `location`.
+    pub fn room_range(location: &[u8; 32]) -> (Id, Id) {
+        let top = u64::from_be_bytes(location[..8].try_into().expect("8 bytes")) & !0xffff;
+        (Id(top), Id(top | 0xffff))
     }
 
     /// The identifier of virtual node `index` of the process reachable at
@@ -40,7 +79,8 @@ impl Id {
         Id::from_hash(hasher.finalize())
     }
 
-    fn from_hash(hash: blake3::Hash) -> Id {
+    /// The identifier a hash names: its first eight bytes, big-endian.
+    pub fn from_hash(hash: blake3::Hash) -> Id {
         let bytes: [u8; 8] = hash.as_bytes()[..8]
             .try_into()
             .expect("blake3 gives 32 bytes");

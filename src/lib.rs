@@ -15,11 +15,13 @@
 //!   arcs when members join and leave.
 //! * [`replica`]: preference lists, quorums, and hints for replicas that
 //!   could not be reached.
+//! * [`chat`]: anonymous chat rooms, sealed end to end, on the store.
 //! * [`loadgen`]: the workload runner behind `chordal bench`.
 //! * [`node`]: the runtime that drives one process's state machine over
 //!   the network.
 
 pub mod admin;
+pub mod chat;
 pub mod data;
 pub mod error;
 pub mod id;

@@ -199,6 +199,8 @@ pub struct Data {
     rounds: Mutex<HashMap<(Id, String), anti_entropy::LastRound>>,
     /// Pauses between attempts to deliver hints, by target address.
     hint_backoff: Mutex<HashMap<String, (Instant, Duration)>>,
+    /// Chat room messages as they are stored here, for watchers.
+    room_feed: tokio::sync::broadcast::Sender<Entry>,
 }
 
 impl Data {
@@ -229,6 +231,7 @@ impl Data {
             preferences: Mutex::new(HashMap::new()),
             rounds: Mutex::new(HashMap::new()),
             hint_backoff: Mutex::new(HashMap::new()),
+            room_feed: tokio::sync::broadcast::channel(rooms::FEED_CAPACITY).0,
         })
     }
 
@@ -382,6 +385,7 @@ impl Data {
             key: op.key,
             record,
         };
+        self.publish_room_message(&entry);
         let acks = self.replicate_write(&owner, entry, quorum).await?;
         Ok(WriteAnswer::Written {
             version,
@@ -447,6 +451,7 @@ impl Data {
                 .apply(&entry.key, &entry.record)
                 .map_err(store_error)?
             {
+                self.publish_room_message(entry);
                 applied += 1;
             }
         }
@@ -1037,6 +1042,7 @@ pub fn printable(key: &[u8]) -> String {
 
 mod anti_entropy;
 mod replication;
+pub mod rooms;
 
 pub use anti_entropy::{ReplicaHealth, RoundReport};
 

@@ -373,6 +373,40 @@ impl<N: NodeApi> pb::api_server::Api for ApiService<N> {
     ) -> Result<tonic::Response<pb::RepairReply>, Status> {
         Ok(tonic::Response::new(self.repair_inner().await?))
     }
+
+    type WatchStream =
+        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::RoomMessage, Status>> + Send>>;
+
+    async fn watch(
+        &self,
+        request: tonic::Request<pb::WatchRequest>,
+    ) -> Result<tonic::Response<Self::WatchStream>, Status> {
+        use tokio_stream::StreamExt;
+        let request = request.into_inner();
+        let room: [u8; 32] = request.room.as_slice().try_into().map_err(|_| {
+            Status::invalid_argument(format!(
+                "a room location is 32 bytes, not {}",
+                request.room.len()
+            ))
+        })?;
+        let history = request.history as usize;
+        if history > crate::data::rooms::MAX_HISTORY {
+            return Err(Status::invalid_argument(format!(
+                "at most {} messages of history, not {history}",
+                crate::data::rooms::MAX_HISTORY
+            )));
+        }
+        let messages = self.data.watch_room(room, request.since_ms, history);
+        let stream = tokio_stream::wrappers::ReceiverStream::new(messages).map(|message| {
+            message
+                .map(|entry| pb::RoomMessage {
+                    key: entry.key,
+                    value: entry.record.value,
+                })
+                .map_err(Status::from)
+        });
+        Ok(tonic::Response::new(Box::pin(stream)))
+    }
 }
 
 /// Rejects empty and oversized keys.
@@ -700,6 +734,22 @@ impl ApiConn {
     pub async fn repair(&mut self) -> crate::Result<Vec<RoundReport>> {
         let reply = self.client.repair(pb::RepairRequest {}).await?.into_inner();
         Ok(data::reports_from_pb(reply)?)
+    }
+
+    /// Watches a chat room held by this node: its recent history, then
+    /// each new message, as (key, sealed value) pairs.
+    pub async fn watch(
+        &mut self,
+        room: &[u8; 32],
+        since_ms: u64,
+        history: u32,
+    ) -> crate::Result<tonic::Streaming<pb::RoomMessage>> {
+        let request = pb::WatchRequest {
+            room: room.to_vec(),
+            since_ms,
+            history,
+        };
+        Ok(self.client.watch(request).await?.into_inner())
     }
 
     pub async fn lookup(&mut self, key: &[u8]) -> crate::Result<LookupAnswer> {

@@ -124,6 +124,11 @@ impl Node {
         }
     }
 
+    /// Whether the process was started and not killed since.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     pub fn kill_9(&mut self) {
         let mut child = self.child.take().expect("running");
         child.kill().unwrap(); // SIGKILL

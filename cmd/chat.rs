@@ -1,0 +1,163 @@
+//! `chordal chat`: a chat room over the ring.
+
+use anyhow::{bail, Context};
+use chordal::chat::client::{follow, now_ms, Event, Follow, Sender};
+use chordal::chat::room::{Message, Room, MAX_NICK};
+use clap::Args;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::mpsc;
+
+#[derive(Args, Debug)]
+pub struct ChatArgs {
+    /// The room's name. Nodes storing the room see neither it nor what is
+    /// said: only a location derived from it and sealed messages.
+    #[arg(long)]
+    room: String,
+    /// Your nickname in the room [default: a random one, anon-XXXX].
+    #[arg(long)]
+    nick: Option<String>,
+    /// A file holding the room's passphrase (trailing newline ignored):
+    /// with one, only those who know it can find or read the room.
+    #[arg(long, value_name = "PATH")]
+    passphrase_file: Option<PathBuf>,
+    /// A node of the ring; give it more than once to have others to fall
+    /// back on.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:10001")]
+    via: Vec<String>,
+    /// Messages of history shown on entry, the most recent.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    history: u32,
+    /// How far back history reaches.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    since: Duration,
+    /// How long the ring keeps each message sent.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    retention: Duration,
+    /// Print the room's messages to stdout, one a line, as they arrive
+    /// (with piped stdin, also send each line read).
+    #[arg(long)]
+    print: bool,
+    /// Deadline of each request to a node.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+}
+
+pub async fn chat(args: ChatArgs) -> anyhow::Result<()> {
+    let passphrase = match &args.passphrase_file {
+        Some(path) => {
+            let mut bytes = std::fs::read(path)
+                .with_context(|| format!("cannot read the passphrase file {}", path.display()))?;
+            while matches!(bytes.last(), Some(b'\n' | b'\r')) {
+                bytes.pop();
+            }
+            if bytes.is_empty() {
+                bail!("the passphrase file {} is empty", path.display());
+            }
+            Some(bytes)
+        }
+        None => None,
+    };
+    let nick = match args.nick.clone() {
+        Some(nick) if nick.is_empty() || nick.len() > MAX_NICK => {
+            bail!("a nickname is 1 to {MAX_NICK} bytes")
+        }
+        Some(nick) => nick,
+        None => format!("anon-{:04x}", rand::random::<u16>()),
+    };
+    if args.retention.is_zero() {
+        bail!("--retention must be more than zero");
+    }
+    let room = Room::new(&args.room, passphrase.as_deref());
+    let piped = !std::io::stdin().is_terminal();
+    if !piped && !args.print {
+        bail!(
+            "the interactive chat screen is not built yet: use --print to watch the room, \
+             and pipe lines into `chordal chat` to send them"
+        );
+    }
+    let sender = Sender::new(room.clone(), args.via.clone(), args.timeout, args.retention);
+    if !args.print {
+        return send_lines(sender, nick).await;
+    }
+    let (events, mut received) = mpsc::channel(256);
+    let following = Follow {
+        via: args.via.clone(),
+        since_ms: now_ms().saturating_sub(args.since.as_millis() as u64),
+        history: args.history,
+        timeout: args.timeout,
+    };
+    let watcher = tokio::spawn(follow(room, following, events));
+    let sending = piped.then(|| tokio::spawn(send_lines(sender, nick)));
+    let name = args.room.clone();
+    while let Some(event) = received.recv().await {
+        match event {
+            Event::Message(message) => println!("{}", line(&message)),
+            Event::Watching(owner) => eprintln!("chat: watching room {name} at {owner}"),
+            Event::Warning(warning) => eprintln!("chat: {warning}"),
+        }
+    }
+    watcher.abort();
+    if let Some(sending) = sending {
+        sending.abort();
+    }
+    Ok(())
+}
+
+/// Sends each non-empty line of stdin; a line that cannot be sent is
+/// reported and the rest still go.
+async fn send_lines(mut sender: Sender, nick: String) -> anyhow::Result<()> {
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut failed = 0;
+    while let Some(text) = lines.next_line().await.context("cannot read stdin")? {
+        if text.trim().is_empty() {
+            continue;
+        }
+        if let Err(error) = sender.send(&nick, &text).await {
+            eprintln!("chat: not sent: {error}");
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} messages were not sent");
+    }
+    Ok(())
+}
+
+/// A message as one line: `[HH:MM:SS] <nick> text`, UTC.
+fn line(message: &Message) -> String {
+    let seconds = message.sent_at_ms / 1000;
+    let (h, m, s) = ((seconds / 3600) % 24, (seconds / 60) % 60, seconds % 60);
+    // Control characters would let a sender redraw the reader's terminal.
+    let clean = |text: &str| -> String {
+        text.chars()
+            .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+            .collect()
+    };
+    format!(
+        "[{h:02}:{m:02}:{s:02}] <{}> {}",
+        clean(&message.nick),
+        clean(&message.text)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_shows_utc_time_and_never_a_control_character() {
+        let message = Message {
+            id: [0; 16],
+            sent_at_ms: (13 * 3600 + 4 * 60 + 5) * 1000 + 999,
+            nick: "ada\u{1b}[2J".into(),
+            text: "hi\rthere\u{7}".into(),
+        };
+        assert_eq!(
+            line(&message),
+            "[13:04:05] <ada\u{fffd}[2J> hi\u{fffd}there\u{fffd}"
+        );
+    }
+}

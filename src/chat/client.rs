@@ -1,0 +1,224 @@
+//! A chat client's side of the ring: following a room (its history, then
+//! live messages, across the death of the room's owner) and sending to it.
+
+use super::room::{message_key, Message, Room};
+use super::RecentKeys;
+use crate::rpc::ApiConn;
+use crate::{Error, Result};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+/// How far back a watch resumed after losing the room's owner reaches,
+/// before the moment the loss was noticed: senders' clocks differ.
+const RESUME_MARGIN: Duration = Duration::from_secs(300);
+/// Messages asked for when resuming (the most a node sends).
+const RESUME_HISTORY: u32 = 1000;
+
+/// What following a room reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A message, shown once.
+    Message(Message),
+    /// Now watching the room at this node (its owner, as a lookup found).
+    Watching(String),
+    /// Something the user should know, e.g. a message that did not open.
+    Warning(String),
+}
+
+/// Where to follow a room from, and how much history to show on entry.
+#[derive(Clone, Debug)]
+pub struct Follow {
+    /// Nodes to ask where the room is; tried in turn.
+    pub via: Vec<String>,
+    /// History: messages sent at or after this time...
+    pub since_ms: u64,
+    /// ...the last this many of them.
+    pub history: u32,
+    /// Deadline of each request.
+    pub timeout: Duration,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A key whose ring id is the first of the room's: asking for its owner
+/// finds the room's owner.
+fn probe_key(room: &Room) -> Vec<u8> {
+    message_key(room.location(), 0, &[0; 16])
+}
+
+/// The room's owner, asked of the first of `via` that answers.
+pub async fn find_owner(room: &Room, via: &[String], timeout: Duration) -> Result<String> {
+    let mut problems = Vec::new();
+    for addr in via {
+        let outcome = async {
+            let mut conn = ApiConn::connect(addr, timeout).await?;
+            conn.lookup(&probe_key(room)).await
+        }
+        .await;
+        match outcome {
+            Ok(answer) => return Ok(answer.owner.addr),
+            Err(error) => problems.push(format!("{addr}: {error}")),
+        }
+    }
+    Err(Error::Unavailable(format!(
+        "cannot find the room's owner ({})",
+        problems.join("; ")
+    )))
+}
+
+/// Follows `room` until `events` is dropped: watches the room's owner;
+/// when the watch breaks (the owner died or left), looks the owner up
+/// again, which is then a former replica, and resumes from a little before
+/// the break. Each message is reported once.
+pub async fn follow(room: Room, mut follow: Follow, events: mpsc::Sender<Event>) {
+    let mut seen = RecentKeys::default();
+    let mut pause = Duration::from_millis(200);
+    loop {
+        let owner = match find_owner(&room, &follow.via, follow.timeout).await {
+            Ok(owner) => owner,
+            Err(error) => {
+                if events
+                    .send(Event::Warning(error.to_string()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        let watched = async {
+            let mut conn = ApiConn::connect(&owner, follow.timeout).await?;
+            conn.watch(room.location(), follow.since_ms, follow.history)
+                .await
+        }
+        .await;
+        let mut stream = match watched {
+            Ok(stream) => stream,
+            Err(error) => {
+                let warning = format!("cannot watch the room at {owner}: {error}");
+                if events.send(Event::Warning(warning)).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        pause = Duration::from_millis(200);
+        if events.send(Event::Watching(owner.clone())).await.is_err() {
+            return;
+        }
+        let ended = loop {
+            let message = tokio::select! {
+                _ = events.closed() => return,
+                message = stream.message() => message,
+            };
+            match message {
+                Ok(Some(message)) => {
+                    if !seen.insert(&message.key) {
+                        continue;
+                    }
+                    let event = match room.open(&message.key, &message.value) {
+                        Ok(message) => Event::Message(message),
+                        Err(error) => Event::Warning(format!("a message was skipped: {error}")),
+                    };
+                    if events.send(event).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break "the watch ended".to_string(),
+                Err(status) => break status.message().to_string(),
+            }
+        };
+        let warning = format!("lost the room at {owner} ({ended}); finding its new owner");
+        if events.send(Event::Warning(warning)).await.is_err() {
+            return;
+        }
+        // Whatever was sent while no watch was open is in the store.
+        follow.since_ms = follow
+            .since_ms
+            .max(now_ms().saturating_sub(RESUME_MARGIN.as_millis() as u64));
+        follow.history = RESUME_HISTORY;
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Sends messages to a room, through the first of its nodes that answers.
+pub struct Sender {
+    room: Room,
+    via: Vec<String>,
+    timeout: Duration,
+    /// How long messages are kept in the ring.
+    retention: Duration,
+    conn: Option<ApiConn>,
+    /// The send time of the last message.
+    last_sent_ms: u64,
+}
+
+impl Sender {
+    pub fn new(room: Room, via: Vec<String>, timeout: Duration, retention: Duration) -> Sender {
+        Sender {
+            room,
+            via,
+            timeout,
+            retention,
+            conn: None,
+            last_sent_ms: 0,
+        }
+    }
+
+    /// Seals `text` from `nick` and stores it in the room; returns the
+    /// message as stored. Tries each node in turn.
+    pub async fn send(&mut self, nick: &str, text: &str) -> Result<Message> {
+        // Strictly increasing, so that two messages sent within one
+        // millisecond still sort in the order sent.
+        self.last_sent_ms = now_ms().max(self.last_sent_ms + 1);
+        let message = Message {
+            id: rand::random(),
+            sent_at_ms: self.last_sent_ms,
+            nick: nick.to_string(),
+            text: text.to_string(),
+        };
+        let (key, value) = self
+            .room
+            .seal(&message)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let mut problems = Vec::new();
+        // The connection that worked last, then every node in turn.
+        let mut candidates: Vec<Option<&String>> = vec![None];
+        candidates.extend(self.via.iter().map(Some));
+        for candidate in candidates {
+            let mut conn = match (candidate, self.conn.take()) {
+                (None, Some(conn)) => conn,
+                (None, None) => continue,
+                (Some(addr), _) => match ApiConn::connect(addr, self.timeout).await {
+                    Ok(conn) => conn,
+                    Err(error) => {
+                        problems.push(format!("{addr}: {error}"));
+                        continue;
+                    }
+                },
+            };
+            match conn.put(&key, value.clone(), self.retention).await {
+                Ok(_) => {
+                    self.conn = Some(conn);
+                    return Ok(message);
+                }
+                Err(error @ Error::InvalidArgument(_)) => return Err(error),
+                Err(error) => problems.push(error.to_string()),
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "the message was not stored ({})",
+            problems.join("; ")
+        )))
+    }
+}

@@ -1,0 +1,222 @@
+//! Chat on real processes: two clients exchange messages both ways
+//! through a five-node ring, the room's owner is killed mid-conversation
+//! and the chat goes on, and no node's database holds the room's name or
+//! a word of what was said.
+
+mod common;
+
+use chordal::chat::room::Room;
+use chordal::store::{Engine, RocksEngine};
+use common::*;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const ROOM: &str = "the-secret-garden";
+
+/// A `chordal chat --print` client: lines written to its stdin are sent,
+/// the messages it prints are collected.
+struct Client {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Arc<Mutex<Vec<String>>>,
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl Client {
+    fn start(nick: &str, via: &[&str]) -> Client {
+        let mut command = Command::new(CHORDAL);
+        command.args([
+            "chat",
+            "--room",
+            ROOM,
+            "--nick",
+            nick,
+            "--print",
+            "--timeout",
+            "2s",
+        ]);
+        for addr in via {
+            command.args(["--via", addr]);
+        }
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("chordal chat starts");
+        let collect = |stream: Box<dyn std::io::Read + Send>| {
+            let lines = Arc::new(Mutex::new(Vec::new()));
+            let sink = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    sink.lock().unwrap().push(line);
+                }
+            });
+            lines
+        };
+        let lines = collect(Box::new(child.stdout.take().unwrap()));
+        let errors = collect(Box::new(child.stderr.take().unwrap()));
+        Client {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            errors,
+        }
+    }
+
+    fn say(&mut self, text: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{text}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// The texts printed so far, `<nick> text`, without the time.
+    fn texts(&self) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|line| {
+                line.split_once("] ")
+                    .map_or(line.clone(), |(_, t)| t.to_string())
+            })
+            .collect()
+    }
+
+    fn wait_for(&self, text: &str) {
+        let deadline = Instant::now() + SETTLE;
+        while !self.texts().iter().any(|t| t == text) {
+            assert!(
+                Instant::now() < deadline,
+                "never printed {text:?}; printed {:?}; stderr {:?}",
+                self.texts(),
+                self.errors.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+#[test]
+fn two_clients_chat_both_ways_through_the_owners_death_and_nodes_learn_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let mut nodes = start_ring(dir.path(), 5, 2);
+    wait_for_ring(&nodes.iter().collect::<Vec<_>>(), 2);
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    let owner = rt
+        .block_on(chordal::chat::client::find_owner(
+            &Room::new(ROOM, None),
+            &addrs,
+            Duration::from_secs(5),
+        ))
+        .unwrap();
+    // Both clients enter through nodes other than the room's owner.
+    let others: Vec<&str> = addrs
+        .iter()
+        .filter(|a| **a != owner)
+        .map(String::as_str)
+        .collect();
+    let mut ada = Client::start("ada", &others[..2]);
+    let mut bob = Client::start("bob", &others[2..]);
+
+    ada.say("hello bob, the roses are blue");
+    bob.wait_for("<ada> hello bob, the roses are blue");
+    bob.say("hello ada, the tulips are red");
+    ada.wait_for("<bob> hello ada, the tulips are red");
+
+    // The room's owner dies mid-conversation: both clients find its new
+    // owner (a former replica) and carry on, showing nothing twice.
+    let at = nodes.iter().position(|n| n.addr == owner).unwrap();
+    nodes[at].kill_9();
+    for i in 0..5 {
+        ada.say(&format!("after the fall, message {i}"));
+    }
+    bob.say("still here");
+    for i in 0..5 {
+        bob.wait_for(&format!("<ada> after the fall, message {i}"));
+    }
+    ada.wait_for("<bob> still here");
+    // Each sender's messages show in the order sent, across the failover
+    // too.
+    for i in 0..10 {
+        ada.say(&format!("in order {i}"));
+    }
+    bob.wait_for("<ada> in order 9");
+    for client in [&ada, &bob] {
+        let texts = client.texts();
+        let mut unique = texts.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), texts.len(), "shown twice: {texts:?}");
+        for (what, count) in [("after the fall, message", 5), ("in order", 10)] {
+            let shown: Vec<&String> = texts.iter().filter(|t| t.contains(what)).collect();
+            let expected: Vec<String> = (0..count).map(|i| format!("<ada> {what} {i}")).collect();
+            assert_eq!(
+                shown,
+                expected.iter().collect::<Vec<_>>(),
+                "stderr: {:?}",
+                client.errors.lock().unwrap()
+            );
+        }
+    }
+    assert!(
+        bob.errors
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.contains("finding its new owner")),
+        "the client noticed the owner's death: {:?}",
+        bob.errors.lock().unwrap()
+    );
+    drop(ada);
+    drop(bob);
+
+    // Every node's database, read record by record and byte by byte: no
+    // room name, no nickname, no word of any message.
+    for node in &mut nodes {
+        if node.is_running() {
+            node.kill_9();
+        }
+    }
+    let secrets: [&[u8]; 6] = [
+        ROOM.as_bytes(),
+        b"roses",
+        b"tulips",
+        b"after the fall",
+        b"still here",
+        b"in order",
+    ];
+    let contains =
+        |haystack: &[u8], needle: &[u8]| haystack.windows(needle.len()).any(|w| w == needle);
+    let mut records = 0;
+    for node in &nodes {
+        let db = node.data_dir.join("db");
+        let engine = RocksEngine::open(&db).unwrap();
+        for column in [engine.hints(), engine] {
+            for (key, value) in column.scan(&[], None, usize::MAX).unwrap() {
+                records += 1;
+                for secret in secrets {
+                    assert!(!contains(&key, secret) && !contains(&value, secret));
+                }
+            }
+        }
+        for file in std::fs::read_dir(&db).unwrap() {
+            let bytes = std::fs::read(file.unwrap().path()).unwrap();
+            for secret in secrets {
+                assert!(!contains(&bytes, secret));
+            }
+        }
+    }
+    // Seventeen messages, each on two or three processes.
+    assert!(records >= 34, "only {records} records found");
+}
