@@ -126,13 +126,13 @@ fn two_clients_chat_both_ways_through_the_owners_death_and_nodes_learn_nothing()
         .filter(|a| **a != owner)
         .map(String::as_str)
         .collect();
-    let mut ada = Client::start("ada", &others[..2]);
-    let mut bob = Client::start("bob", &others[2..]);
+    let mut ada = Client::start("adalovelace", &others[..2]);
+    let mut bob = Client::start("bobbytables", &others[2..]);
 
     ada.say("hello bob, the roses are blue");
-    bob.wait_for("<ada> hello bob, the roses are blue");
+    bob.wait_for("<adalovelace> hello bob, the roses are blue");
     bob.say("hello ada, the tulips are red");
-    ada.wait_for("<bob> hello ada, the tulips are red");
+    ada.wait_for("<bobbytables> hello ada, the tulips are red");
 
     // The room's owner dies mid-conversation: both clients find its new
     // owner (a former replica) and carry on, showing nothing twice.
@@ -143,15 +143,15 @@ fn two_clients_chat_both_ways_through_the_owners_death_and_nodes_learn_nothing()
     }
     bob.say("still here");
     for i in 0..5 {
-        bob.wait_for(&format!("<ada> after the fall, message {i}"));
+        bob.wait_for(&format!("<adalovelace> after the fall, message {i}"));
     }
-    ada.wait_for("<bob> still here");
+    ada.wait_for("<bobbytables> still here");
     // Each sender's messages show in the order sent, across the failover
     // too.
     for i in 0..10 {
         ada.say(&format!("in order {i}"));
     }
-    bob.wait_for("<ada> in order 9");
+    bob.wait_for("<adalovelace> in order 9");
     for client in [&ada, &bob] {
         let texts = client.texts();
         let mut unique = texts.clone();
@@ -160,7 +160,9 @@ fn two_clients_chat_both_ways_through_the_owners_death_and_nodes_learn_nothing()
         assert_eq!(unique.len(), texts.len(), "shown twice: {texts:?}");
         for (what, count) in [("after the fall, message", 5), ("in order", 10)] {
             let shown: Vec<&String> = texts.iter().filter(|t| t.contains(what)).collect();
-            let expected: Vec<String> = (0..count).map(|i| format!("<ada> {what} {i}")).collect();
+            let expected: Vec<String> = (0..count)
+                .map(|i| format!("<adalovelace> {what} {i}"))
+                .collect();
             assert_eq!(
                 shown,
                 expected.iter().collect::<Vec<_>>(),
@@ -188,8 +190,10 @@ fn two_clients_chat_both_ways_through_the_owners_death_and_nodes_learn_nothing()
             node.kill_9();
         }
     }
-    let secrets: [&[u8]; 6] = [
+    let secrets: [&[u8]; 8] = [
         ROOM.as_bytes(),
+        b"adalovelace",
+        b"bobbytables",
         b"roses",
         b"tulips",
         b"after the fall",
