@@ -1,7 +1,8 @@
 //! `chordal chat`: a chat room over the ring.
 
 use anyhow::{bail, Context};
-use chordal::chat::client::{follow, now_ms, Event, Follow, Sender};
+use chordal::chat::client::{follow, now_ms, Event, Follow, Route, Sender};
+use chordal::chat::onion::MAX_HOPS;
 use chordal::chat::room::{Message, Room, MAX_NICK};
 use clap::Args;
 use std::io::IsTerminal;
@@ -40,8 +41,21 @@ pub struct ChatArgs {
     /// (with piped stdin, also send each line read).
     #[arg(long)]
     print: bool,
-    /// Deadline of each request to a node.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    /// Relays each message passes through before it is stored: the node
+    /// storing it sees only the last relay, and no relay sees both who
+    /// sent it and where it goes.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=MAX_HOPS as i64))]
+    hops: u8,
+    /// Send straight to a node instead of through relays (faster; that
+    /// node learns your address).
+    #[arg(long, conflicts_with = "hops")]
+    direct: bool,
+    /// The local address to connect from, on a machine with several.
+    #[arg(long, value_name = "IP")]
+    bind: Option<std::net::IpAddr>,
+    /// Deadline of each request to a node (a message through relays waits
+    /// for every hop and the ring's write).
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     timeout: Duration,
 }
 
@@ -78,7 +92,21 @@ pub async fn chat(args: ChatArgs) -> anyhow::Result<()> {
              and pipe lines into `chordal chat` to send them"
         );
     }
-    let sender = Sender::new(room.clone(), args.via.clone(), args.timeout, args.retention);
+    let route = if args.direct {
+        Route::Direct
+    } else {
+        Route::Onion {
+            hops: usize::from(args.hops),
+        }
+    };
+    let sender = Sender::new(
+        room.clone(),
+        args.via.clone(),
+        args.timeout,
+        args.retention,
+        route,
+    )
+    .bind(args.bind);
     if !args.print {
         return send_lines(sender, nick).await;
     }
@@ -88,6 +116,7 @@ pub async fn chat(args: ChatArgs) -> anyhow::Result<()> {
         since_ms: now_ms().saturating_sub(args.since.as_millis() as u64),
         history: args.history,
         timeout: args.timeout,
+        from: args.bind,
     };
     let watcher = tokio::spawn(follow(room, following, events));
     let sending = piped.then(|| tokio::spawn(send_lines(sender, nick)));

@@ -18,6 +18,7 @@
 //! leaving, waits briefly for their acknowledgements, stops serving, and
 //! returns.
 
+use crate::chat::onion::OnionKey;
 use crate::data::{Data, DataConfig, LocalMember, Membership};
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -26,7 +27,7 @@ use crate::ring::{
     self, Action, Host, Input, LookupError, LookupOutcome, Notice, Request, Response,
 };
 use crate::rpc::{
-    self, ApiService, DataService, MemberInfo, NodeApi, Pool, ProcessInfo, RingService,
+    self, ApiService, DataService, MemberInfo, NodeApi, Pool, ProcessInfo, Relayer, RingService,
 };
 use crate::store::{RocksEngine, Store};
 use std::collections::{HashMap, HashSet};
@@ -101,6 +102,7 @@ impl NodeConfig {
 
 const IDENTITY_FILE: &str = "identity";
 const PEERS_FILE: &str = "peers";
+const ONION_KEY_FILE: &str = "onion.key";
 const DATABASE_DIR: &str = "db";
 /// The largest value limit a node may be configured with.
 pub const MAX_VALUE_LIMIT: usize = 64 * 1024 * 1024;
@@ -228,6 +230,51 @@ fn save_peers(data_dir: &Path, peers: &[String]) -> Result<()> {
     write_atomically(&data_dir.join(PEERS_FILE), &text)
 }
 
+/// The process's onion key for chat relays: read from the data directory,
+/// or made and written there (readable by its owner only) on first start.
+pub fn load_or_create_onion_key(data_dir: &Path) -> Result<OnionKey> {
+    let path = data_dir.join(ONION_KEY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let hex = text.trim();
+            let bytes: Option<Vec<u8>> = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                .collect();
+            let secret: [u8; 32] = bytes
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| Error::Config(format!("{} is not 64 hex digits", path.display())))?;
+            Ok(OnionKey::from_secret(secret))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = OnionKey::generate();
+            let hex: String = key
+                .secret_bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            let temporary = path.with_extension("tmp");
+            {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&temporary)?;
+                writeln!(file, "{hex}")?;
+            }
+            std::fs::rename(&temporary, &path)?;
+            Ok(key)
+        }
+        Err(e) => Err(Error::Config(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
 fn write_atomically(path: &Path, text: &str) -> Result<()> {
     let temporary = path.with_extension("tmp");
     std::fs::write(&temporary, text)?;
@@ -333,6 +380,11 @@ pub async fn run(
         members,
         Arc::new(handle.clone()),
     )?);
+    // Far beyond one request: the rest of a circuit and a quorum write.
+    let relay = Arc::new(Relayer::new(
+        load_or_create_onion_key(&config.data_dir)?,
+        config.rpc_timeout * 12,
+    ));
     let (stop_maintenance, maintenance_stopping) = watch::channel(false);
     let maintenance = tokio::spawn(data.clone().run_maintenance(maintenance_stopping));
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -348,7 +400,7 @@ pub async fn run(
         .tcp_nodelay(true)
         .add_service(health_service.max_decoding_message_size(rpc::MAX_HEALTH_MESSAGE))
         .add_service(RingService::server(handle.clone()))
-        .add_service(ApiService::server(handle, data.clone()))
+        .add_service(ApiService::server(handle, data.clone(), relay))
         .add_service(DataService::server(data.clone()))
         // The builder's own tcp_nodelay applies only to listeners it binds:
         // accepted sockets need it set here, or Nagle's algorithm holds

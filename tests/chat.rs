@@ -118,6 +118,7 @@ fn two_clients_chat_both_ways_through_the_owners_death_and_nodes_learn_nothing()
             &Room::new(ROOM, None),
             &addrs,
             Duration::from_secs(5),
+            None,
         ))
         .unwrap();
     // Both clients enter through nodes other than the room's owner.
@@ -223,4 +224,82 @@ fn two_clients_chat_both_ways_through_the_owners_death_and_nodes_learn_nothing()
     }
     // Seventeen messages, each on two or three processes.
     assert!(records >= 34, "only {records} records found");
+}
+
+/// The log lines of requests that carry a message, naming who sent them.
+fn carrying_lines(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| {
+            [
+                "put from",
+                "write from",
+                "copies from",
+                "relay: an onion from",
+            ]
+            .iter()
+            .any(|what| l.contains(what))
+        })
+        .collect()
+}
+
+#[test]
+fn through_three_relays_only_the_first_sees_the_sender_and_none_the_words() {
+    const SENDER: &str = "127.0.0.77";
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_ring(dir.path(), 5, 2);
+    wait_for_ring(&nodes.iter().collect::<Vec<_>>(), 2);
+    let reader = Client::start("reader", &[&nodes[1].addr]);
+    let send = |args: &[&str], text: &str| {
+        let mut child = Command::new(CHORDAL)
+            .args(["chat", "--room", ROOM, "--nick", "carolinetheanon"])
+            .args(["--bind", SENDER, "--via", &nodes[0].addr])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{text}").unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    send(&[], "whispered through the onion");
+    reader.wait_for("<carolinetheanon> whispered through the onion");
+
+    let logs: Vec<String> = nodes.iter().map(|n| n.log()).collect();
+    let hops: Vec<&str> = logs
+        .iter()
+        .flat_map(|log| log.lines().filter(|l| l.contains("relay: an onion from")))
+        .collect();
+    assert_eq!(hops.len(), 3, "three relays, each once: {hops:#?}");
+    assert_eq!(hops.iter().filter(|l| l.contains("delivered")).count(), 1);
+    // The sender's address reached one process, the first relay, and
+    // only as an onion; no write or copy anywhere came from it.
+    let from_sender: Vec<&str> = logs
+        .iter()
+        .flat_map(|log| carrying_lines(log))
+        .filter(|l| l.contains(&format!("from {SENDER}:")))
+        .collect();
+    assert_eq!(from_sender.len(), 1, "{from_sender:#?}");
+    assert!(
+        from_sender[0].contains("relay: an onion from") && from_sender[0].contains("passed on")
+    );
+    for log in &logs {
+        for secret in [ROOM, "whispered", "carolinetheanon"] {
+            assert!(!log.contains(secret), "a node logged {secret:?}");
+        }
+    }
+
+    // The same check sees a direct send: the node it went to learns the
+    // sender's address.
+    send(&["--direct"], "said out loud");
+    reader.wait_for("<carolinetheanon> said out loud");
+    let direct = carrying_lines(&nodes[0].log())
+        .into_iter()
+        .filter(|l| l.contains(&format!("put from {SENDER}:")))
+        .count();
+    assert_eq!(direct, 1);
 }

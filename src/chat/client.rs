@@ -1,10 +1,13 @@
 //! A chat client's side of the ring: following a room (its history, then
 //! live messages, across the death of the room's owner) and sending to it.
 
+use super::onion::{wrap, Relay};
 use super::room::{message_key, Message, Room};
 use super::RecentKeys;
 use crate::rpc::ApiConn;
 use crate::{Error, Result};
+use std::collections::{HashSet, VecDeque};
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
@@ -36,6 +39,8 @@ pub struct Follow {
     pub history: u32,
     /// Deadline of each request.
     pub timeout: Duration,
+    /// The local address connections are made from (`None`: the system's).
+    pub from: Option<IpAddr>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -52,11 +57,16 @@ fn probe_key(room: &Room) -> Vec<u8> {
 }
 
 /// The room's owner, asked of the first of `via` that answers.
-pub async fn find_owner(room: &Room, via: &[String], timeout: Duration) -> Result<String> {
+pub async fn find_owner(
+    room: &Room,
+    via: &[String],
+    timeout: Duration,
+    from: Option<IpAddr>,
+) -> Result<String> {
     let mut problems = Vec::new();
     for addr in via {
         let outcome = async {
-            let mut conn = ApiConn::connect(addr, timeout).await?;
+            let mut conn = ApiConn::connect_from(addr, timeout, from).await?;
             conn.lookup(&probe_key(room)).await
         }
         .await;
@@ -79,7 +89,7 @@ pub async fn follow(room: Room, mut follow: Follow, events: mpsc::Sender<Event>)
     let mut seen = RecentKeys::default();
     let mut pause = Duration::from_millis(200);
     loop {
-        let owner = match find_owner(&room, &follow.via, follow.timeout).await {
+        let owner = match find_owner(&room, &follow.via, follow.timeout, follow.from).await {
             Ok(owner) => owner,
             Err(error) => {
                 if events
@@ -95,7 +105,7 @@ pub async fn follow(room: Room, mut follow: Follow, events: mpsc::Sender<Event>)
             }
         };
         let watched = async {
-            let mut conn = ApiConn::connect(&owner, follow.timeout).await?;
+            let mut conn = ApiConn::connect_from(&owner, follow.timeout, follow.from).await?;
             conn.watch(room.location(), follow.since_ms, follow.history)
                 .await
         }
@@ -151,32 +161,76 @@ pub async fn follow(room: Room, mut follow: Follow, events: mpsc::Sender<Event>)
     }
 }
 
-/// Sends messages to a room, through the first of its nodes that answers.
+/// How a client's messages reach the ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Straight to a node, which learns the sender's address.
+    Direct,
+    /// Through a circuit of this many relays (see [`super::onion`]).
+    Onion { hops: usize },
+}
+
+/// Processes asked for their onion keys when building a circuit.
+const MAX_RELAYS_KNOWN: usize = 16;
+/// Circuits tried for one message before giving up.
+const CIRCUIT_TRIES: usize = 3;
+
+/// Sends messages to a room, directly or through a circuit of relays that
+/// is rebuilt when a relay fails.
 pub struct Sender {
     room: Room,
     via: Vec<String>,
     timeout: Duration,
     /// How long messages are kept in the ring.
     retention: Duration,
+    route: Route,
+    /// The local address connections are made from (`None`: the system's).
+    from: Option<IpAddr>,
+    /// Direct: the connection that worked last.
     conn: Option<ApiConn>,
+    /// Onion: the relays in use, first hop first, and a connection to the
+    /// first.
+    circuit: Option<(Vec<Relay>, ApiConn)>,
     /// The send time of the last message.
     last_sent_ms: u64,
 }
 
 impl Sender {
-    pub fn new(room: Room, via: Vec<String>, timeout: Duration, retention: Duration) -> Sender {
+    pub fn new(
+        room: Room,
+        via: Vec<String>,
+        timeout: Duration,
+        retention: Duration,
+        route: Route,
+    ) -> Sender {
         Sender {
             room,
             via,
             timeout,
             retention,
+            route,
+            from: None,
             conn: None,
+            circuit: None,
             last_sent_ms: 0,
         }
     }
 
+    /// Makes every connection from the local address `from`.
+    pub fn bind(mut self, from: Option<IpAddr>) -> Sender {
+        self.from = from;
+        self
+    }
+
+    /// The relays of the circuit in use, first hop first.
+    pub fn circuit(&self) -> Option<Vec<String>> {
+        self.circuit
+            .as_ref()
+            .map(|(relays, _)| relays.iter().map(|r| r.addr.clone()).collect())
+    }
+
     /// Seals `text` from `nick` and stores it in the room; returns the
-    /// message as stored. Tries each node in turn.
+    /// message as stored.
     pub async fn send(&mut self, nick: &str, text: &str) -> Result<Message> {
         // Strictly increasing, so that two messages sent within one
         // millisecond still sort in the order sent.
@@ -191,6 +245,14 @@ impl Sender {
             .room
             .seal(&message)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        match self.route {
+            Route::Direct => self.send_direct(&key, value).await?,
+            Route::Onion { hops } => self.send_onion(hops, &key, &value).await?,
+        }
+        Ok(message)
+    }
+
+    async fn send_direct(&mut self, key: &[u8], value: Vec<u8>) -> Result<()> {
         let mut problems = Vec::new();
         // The connection that worked last, then every node in turn.
         let mut candidates: Vec<Option<&String>> = vec![None];
@@ -199,7 +261,8 @@ impl Sender {
             let mut conn = match (candidate, self.conn.take()) {
                 (None, Some(conn)) => conn,
                 (None, None) => continue,
-                (Some(addr), _) => match ApiConn::connect(addr, self.timeout).await {
+                (Some(addr), _) => match ApiConn::connect_from(addr, self.timeout, self.from).await
+                {
                     Ok(conn) => conn,
                     Err(error) => {
                         problems.push(format!("{addr}: {error}"));
@@ -207,10 +270,10 @@ impl Sender {
                     }
                 },
             };
-            match conn.put(&key, value.clone(), self.retention).await {
+            match conn.put(key, value.clone(), self.retention).await {
                 Ok(_) => {
                     self.conn = Some(conn);
-                    return Ok(message);
+                    return Ok(());
                 }
                 Err(error @ Error::InvalidArgument(_)) => return Err(error),
                 Err(error) => problems.push(error.to_string()),
@@ -221,4 +284,108 @@ impl Sender {
             problems.join("; ")
         )))
     }
+
+    async fn send_onion(&mut self, hops: usize, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut problems = Vec::new();
+        let mut failed: Vec<String> = Vec::new();
+        for _ in 0..CIRCUIT_TRIES {
+            let (relays, mut conn) = match self.circuit.take() {
+                Some(circuit) => circuit,
+                None => match self.build_circuit(hops, &failed).await {
+                    Ok(circuit) => circuit,
+                    Err(error) => {
+                        problems.push(error.to_string());
+                        continue;
+                    }
+                },
+            };
+            let onion = wrap(&relays, key, value, self.retention.as_millis() as u64);
+            match conn.relay(onion).await {
+                Ok(()) => {
+                    self.circuit = Some((relays, conn));
+                    return Ok(());
+                }
+                Err(error @ Error::InvalidArgument(_)) => return Err(error),
+                Err(error) => {
+                    // Rebuilt without the relay that failed, when its
+                    // address is named, else without any of these.
+                    let named: Vec<String> = relays
+                        .iter()
+                        .filter(|r| error.to_string().contains(&format!("relay {}:", r.addr)))
+                        .map(|r| r.addr.clone())
+                        .collect();
+                    if named.is_empty() {
+                        failed.push(relays[0].addr.clone());
+                    } else {
+                        failed.extend(named);
+                    }
+                    problems.push(error.to_string());
+                }
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "the message was not stored through {CIRCUIT_TRIES} circuits ({})",
+            problems.join("; ")
+        )))
+    }
+
+    /// Picks `hops` random relays (distinct processes, avoiding `avoid`
+    /// when there are enough others) and connects to the first.
+    async fn build_circuit(&self, hops: usize, avoid: &[String]) -> Result<(Vec<Relay>, ApiConn)> {
+        use rand::seq::SliceRandom;
+        let mut relays = discover_relays(&self.via, self.timeout, self.from).await?;
+        relays.shuffle(&mut rand::rng());
+        relays.sort_by_key(|r| avoid.contains(&r.addr));
+        relays.truncate(hops);
+        let first = ApiConn::connect_from(&relays[0].addr, self.timeout, self.from).await?;
+        Ok((relays, first))
+    }
+}
+
+/// Processes of the ring with their onion keys: the nodes in `via`, then
+/// the processes their members name, at most [`MAX_RELAYS_KNOWN`]. Each
+/// is asked directly (`Describe`): it learns that a client is at this
+/// address, not what it sends.
+pub async fn discover_relays(
+    via: &[String],
+    timeout: Duration,
+    from: Option<IpAddr>,
+) -> Result<Vec<Relay>> {
+    let mut queue: VecDeque<String> = via.iter().cloned().collect();
+    let mut asked: HashSet<String> = HashSet::new();
+    let mut relays = Vec::new();
+    let mut problems = Vec::new();
+    while let Some(addr) = queue.pop_front() {
+        if relays.len() == MAX_RELAYS_KNOWN || !asked.insert(addr.clone()) {
+            continue;
+        }
+        let described = async {
+            let mut conn = ApiConn::connect_from(&addr, timeout, from).await?;
+            conn.describe().await
+        }
+        .await;
+        match described {
+            Ok(info) => {
+                if let Some(key) = info.onion_key {
+                    relays.push(Relay {
+                        addr: info.addr.clone(),
+                        key,
+                    });
+                }
+                for member in &info.members {
+                    for named in member.successors.iter().chain(&member.fingers) {
+                        queue.push_back(named.addr.clone());
+                    }
+                }
+            }
+            Err(error) => problems.push(format!("{addr}: {error}")),
+        }
+    }
+    if relays.is_empty() {
+        return Err(Error::Unavailable(format!(
+            "no relay found ({})",
+            problems.join("; ")
+        )));
+    }
+    Ok(relays)
 }

@@ -1,8 +1,11 @@
 //! Anonymous chat over the ring: rooms whose messages are records sealed
 //! end to end ([`room`]), stored with an expiry at the room's owner and
-//! its replicas, and watched live ([`client`]).
+//! its replicas, watched live ([`client`]), and sent through a circuit
+//! of relays so that no node storing a message learns who sent it
+//! ([`onion`]).
 
 pub mod client;
+pub mod onion;
 pub mod room;
 
 use std::collections::{HashSet, VecDeque};

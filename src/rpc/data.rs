@@ -351,6 +351,7 @@ impl pb::data_server::Data for DataService {
         &self,
         request: tonic::Request<pb::WriteRequest>,
     ) -> Result<tonic::Response<pb::WriteReply>, Status> {
+        tracing::debug!("write from {}", super::peer(&request));
         let request = request.into_inner();
         self.data
             .validate(&request.key, &request.value, request.ttl_ms)?;
@@ -463,6 +464,7 @@ impl pb::data_server::Data for DataService {
         &self,
         request: tonic::Request<pb::ReplicateRequest>,
     ) -> Result<tonic::Response<pb::ReplicateReply>, Status> {
+        tracing::debug!("copies from {}", super::peer(&request));
         let request = request.into_inner();
         let hint_for = request
             .hint_for

@@ -30,8 +30,10 @@ pub(crate) mod pb {
 }
 
 mod data;
+mod relay;
 
 pub use data::{stream_baseline, DataPeer, DataService, FetchStream};
+pub use relay::Relayer;
 
 pub(crate) use pb::api_client::ApiClient;
 pub(crate) use pb::ring_client::RingClient;
@@ -221,6 +223,8 @@ pub struct ProcessInfo {
     pub replicas: u32,
     pub write_quorum: u32,
     pub read_quorum: u32,
+    /// The process's onion key, for chat relays.
+    pub onion_key: Option<[u8; 32]>,
 }
 
 // ----- inbound services -------------------------------------------------------
@@ -301,14 +305,19 @@ impl<N: NodeApi> pb::ring_server::Ring for RingService<N> {
 pub struct ApiService<N> {
     node: N,
     data: Arc<Data>,
+    relay: Arc<relay::Relayer>,
 }
 
 impl<N: NodeApi> ApiService<N> {
     /// Accepts puts of up to twice the value limit, so that an oversized
     /// value gets a clear INVALID_ARGUMENT rather than a cut connection.
-    pub fn server(node: N, data: Arc<Data>) -> pb::api_server::ApiServer<ApiService<N>> {
+    pub fn server(
+        node: N,
+        data: Arc<Data>,
+        relay: Arc<relay::Relayer>,
+    ) -> pb::api_server::ApiServer<ApiService<N>> {
         let limit = data.config().max_message();
-        pb::api_server::ApiServer::new(ApiService { node, data })
+        pb::api_server::ApiServer::new(ApiService { node, data, relay })
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit)
     }
@@ -337,6 +346,7 @@ impl<N: NodeApi> pb::api_server::Api for ApiService<N> {
     ) -> Result<tonic::Response<pb::DescribeReply>, Status> {
         let mut info = self.node.describe().await?;
         self.data.describe_replication(&mut info);
+        info.onion_key = Some(self.relay.public_key());
         Ok(tonic::Response::new(describe_to_pb(&info)))
     }
 
@@ -344,6 +354,7 @@ impl<N: NodeApi> pb::api_server::Api for ApiService<N> {
         &self,
         request: tonic::Request<pb::PutRequest>,
     ) -> Result<tonic::Response<pb::PutReply>, Status> {
+        tracing::debug!("put from {}", peer(&request));
         Ok(tonic::Response::new(
             self.put_inner(request.into_inner()).await?,
         ))
@@ -407,6 +418,24 @@ impl<N: NodeApi> pb::api_server::Api for ApiService<N> {
         });
         Ok(tonic::Response::new(Box::pin(stream)))
     }
+
+    async fn relay(
+        &self,
+        request: tonic::Request<pb::RelayRequest>,
+    ) -> Result<tonic::Response<pb::RelayReply>, Status> {
+        let from = request.remote_addr();
+        self.relay
+            .relay(&self.data, request.into_inner().onion, from)
+            .await?;
+        Ok(tonic::Response::new(pb::RelayReply {}))
+    }
+}
+
+/// Who sent `request`, for the debug log.
+pub(crate) fn peer<T>(request: &tonic::Request<T>) -> String {
+    request
+        .remote_addr()
+        .map_or_else(|| "an unknown address".to_string(), |a| a.to_string())
 }
 
 /// Rejects empty and oversized keys.
@@ -455,6 +484,7 @@ fn describe_to_pb(info: &ProcessInfo) -> pb::DescribeReply {
         replicas: info.replicas,
         write_quorum: info.write_quorum,
         read_quorum: info.read_quorum,
+        onion_key: info.onion_key.map(|k| k.to_vec()).unwrap_or_default(),
     }
 }
 
@@ -499,6 +529,7 @@ fn describe_from_pb(reply: pb::DescribeReply) -> Result<ProcessInfo, Status> {
         replicas: reply.replicas,
         write_quorum: reply.write_quorum,
         read_quorum: reply.read_quorum,
+        onion_key: reply.onion_key.as_slice().try_into().ok(),
     })
 }
 
@@ -645,11 +676,22 @@ pub struct ApiConn {
 impl ApiConn {
     /// Connects to the node at `addr` (`host:port`).
     pub async fn connect(addr: &str, timeout: Duration) -> crate::Result<ApiConn> {
+        ApiConn::connect_from(addr, timeout, None).await
+    }
+
+    /// [`ApiConn::connect`] from the local address `from` (on a machine
+    /// with several addresses; the system's choice when `None`).
+    pub async fn connect_from(
+        addr: &str,
+        timeout: Duration,
+        from: Option<std::net::IpAddr>,
+    ) -> crate::Result<ApiConn> {
         validate_addr(addr).map_err(crate::Error::InvalidArgument)?;
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| crate::Error::InvalidArgument(e.to_string()))?
             .connect_timeout(timeout)
-            .timeout(timeout);
+            .timeout(timeout)
+            .local_address(from);
         let channel = endpoint
             .connect()
             .await
@@ -734,6 +776,13 @@ impl ApiConn {
     pub async fn repair(&mut self) -> crate::Result<Vec<RoundReport>> {
         let reply = self.client.repair(pb::RepairRequest {}).await?.into_inner();
         Ok(data::reports_from_pb(reply)?)
+    }
+
+    /// Hands an onion-wrapped chat message to this node, the circuit's
+    /// first relay; answers once the last relay has stored it.
+    pub async fn relay(&mut self, onion: Vec<u8>) -> crate::Result<()> {
+        self.client.relay(pb::RelayRequest { onion }).await?;
+        Ok(())
     }
 
     /// Watches a chat room held by this node: its recent history, then
