@@ -1,9 +1,10 @@
 //! `chordal chat`: a chat room over the ring.
 
 use anyhow::{bail, Context};
-use chordal::chat::client::{follow, now_ms, Event, Follow, Route, Sender};
+use chordal::chat::client::{fetch_history, follow, now_ms, Event, Follow, Route, Sender};
 use chordal::chat::onion::MAX_HOPS;
 use chordal::chat::room::{Message, Room, MAX_NICK};
+use chordal::chat::screen::{clean, clock, Action, Screen};
 use clap::Args;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -86,12 +87,6 @@ pub async fn chat(args: ChatArgs) -> anyhow::Result<()> {
     }
     let room = Room::new(&args.room, passphrase.as_deref());
     let piped = !std::io::stdin().is_terminal();
-    if !piped && !args.print {
-        bail!(
-            "the interactive chat screen is not built yet: use --print to watch the room, \
-             and pipe lines into `chordal chat` to send them"
-        );
-    }
     let route = if args.direct {
         Route::Direct
     } else {
@@ -107,10 +102,6 @@ pub async fn chat(args: ChatArgs) -> anyhow::Result<()> {
         route,
     )
     .bind(args.bind);
-    if !args.print {
-        return send_lines(sender, nick).await;
-    }
-    let (events, mut received) = mpsc::channel(256);
     let following = Follow {
         via: args.via.clone(),
         since_ms: now_ms().saturating_sub(args.since.as_millis() as u64),
@@ -118,6 +109,13 @@ pub async fn chat(args: ChatArgs) -> anyhow::Result<()> {
         timeout: args.timeout,
         from: args.bind,
     };
+    if !piped && !args.print {
+        return interactive(room, following, sender, &args.room, &nick).await;
+    }
+    if !args.print {
+        return send_lines(sender, nick).await;
+    }
+    let (events, mut received) = mpsc::channel(256);
     let watcher = tokio::spawn(follow(room, following, events));
     let sending = piped.then(|| tokio::spawn(send_lines(sender, nick)));
     let name = args.room.clone();
@@ -155,21 +153,96 @@ async fn send_lines(mut sender: Sender, nick: String) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A message as one line: `[HH:MM:SS] <nick> text`, UTC.
+/// A message as one line: `[HH:MM:SS] <nick> text`, UTC, without control
+/// characters (a sender must not be able to redraw the reader's terminal).
 fn line(message: &Message) -> String {
-    let seconds = message.sent_at_ms / 1000;
-    let (h, m, s) = ((seconds / 3600) % 24, (seconds / 60) % 60, seconds % 60);
-    // Control characters would let a sender redraw the reader's terminal.
-    let clean = |text: &str| -> String {
-        text.chars()
-            .map(|c| if c.is_control() { '\u{fffd}' } else { c })
-            .collect()
-    };
     format!(
-        "[{h:02}:{m:02}:{s:02}] <{}> {}",
+        "[{}] <{}> {}",
+        clock(message.sent_at_ms),
         clean(&message.nick),
         clean(&message.text)
     )
+}
+
+/// The chat screen on this terminal until `/quit` or Ctrl-C.
+async fn interactive(
+    room: Room,
+    following: Follow,
+    sender: Sender,
+    name: &str,
+    nick: &str,
+) -> anyhow::Result<()> {
+    use crossterm::event::{Event as TermEvent, EventStream};
+    use futures::StreamExt;
+
+    let mut screen = Screen::new(name, nick);
+    let (events, mut received) = mpsc::channel(256);
+    let watcher = tokio::spawn(follow(room.clone(), following.clone(), events.clone()));
+    // Sends one at a time, in order, without holding up the screen.
+    let (outbox, mut outgoing) = mpsc::channel::<(String, String)>(64);
+    let sending = {
+        let events = events.clone();
+        let mut sender = sender;
+        tokio::spawn(async move {
+            while let Some((nick, text)) = outgoing.recv().await {
+                if let Err(error) = sender.send(&nick, &text).await {
+                    let warning = Event::Warning(format!("not sent: {error}"));
+                    if events.send(warning).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        })
+    };
+    let mut terminal = ratatui::init();
+    let mut keys = EventStream::new();
+    let outcome: anyhow::Result<()> = loop {
+        if let Err(error) = terminal.draw(|frame| screen.render(frame)) {
+            break Err(error.into());
+        }
+        tokio::select! {
+            event = received.recv() => match event {
+                Some(event) => screen.on_event(event, now_ms()),
+                None => break Ok(()),
+            },
+            key = keys.next() => match key {
+                Some(Ok(TermEvent::Key(key))) => match screen.on_key(key, now_ms()) {
+                    Action::None => {}
+                    Action::Quit => break Ok(()),
+                    Action::Send { nick, text } => {
+                        if outbox.try_send((nick, text)).is_err() {
+                            screen.on_event(Event::Warning("too many messages waiting to be sent".into()), now_ms());
+                        }
+                    }
+                    Action::History(count) => {
+                        let (room, following, events) = (room.clone(), following.clone(), events.clone());
+                        tokio::spawn(async move {
+                            let report = match fetch_history(&room, &following, count).await {
+                                Ok((messages, skipped)) => {
+                                    let found = messages.len();
+                                    for message in messages {
+                                        if events.send(Event::Message(message)).await.is_err() {
+                                            return;
+                                        }
+                                    }
+                                    format!("history: {found} messages found{}", if skipped > 0 { format!(", {skipped} skipped (not of this room's key)") } else { String::new() })
+                                }
+                                Err(error) => format!("history: {error}"),
+                            };
+                            events.send(Event::Warning(report)).await.ok();
+                        });
+                    }
+                },
+                Some(Ok(_)) => {} // resize and the like: redrawn above
+                Some(Err(error)) => break Err(error.into()),
+                None => break Ok(()),
+            },
+        }
+    };
+    ratatui::restore();
+    watcher.abort();
+    sending.abort();
+    outcome
 }
 
 #[cfg(test)]

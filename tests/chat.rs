@@ -303,3 +303,129 @@ fn through_three_relays_only_the_first_sees_the_sender_and_none_the_words() {
         .count();
     assert_eq!(direct, 1);
 }
+
+/// A tmux server of its own, killed when dropped.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new() -> Tmux {
+        let socket = format!("chordal-test-{}-{}", std::process::id(), free_port());
+        Tmux { socket }
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("tmux runs (scripts/install-deps.sh installs it)")
+    }
+
+    /// Starts `chordal chat` for `nick` in a 100×20 terminal.
+    fn chat(&self, nick: &str, via: &str) {
+        let command = format!("{CHORDAL} chat --room {ROOM} --nick {nick} --via {via}");
+        let output = self.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            nick,
+            "-x",
+            "100",
+            "-y",
+            "20",
+            &command,
+        ]);
+        assert!(output.status.success(), "{output:?}");
+    }
+
+    fn screen(&self, nick: &str) -> Vec<String> {
+        let output = self.run(&["capture-pane", "-p", "-t", nick]);
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|l| l.trim_end().to_string())
+            .collect()
+    }
+
+    fn keys(&self, nick: &str, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", nick];
+        args.extend_from_slice(keys);
+        assert!(self.run(&args).status.success());
+    }
+
+    fn wait_for(&self, nick: &str, what: &str, shown: impl Fn(&[String]) -> bool) {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let screen = self.screen(nick);
+            if shown(&screen) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{nick}'s screen never showed {what}:\n{}",
+                screen.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.run(&["kill-server"]);
+    }
+}
+
+#[test]
+fn two_people_chat_on_the_terminal_screen_in_tmux() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_ring(dir.path(), 5, 2);
+    wait_for_ring(&nodes.iter().collect::<Vec<_>>(), 2);
+    let tmux = Tmux::new();
+    tmux.chat("ada", &nodes[1].addr);
+    tmux.chat("bob", &nodes[3].addr);
+    for nick in ["ada", "bob"] {
+        tmux.wait_for(nick, "the room's status line", |s| {
+            s.iter()
+                .any(|l| l.contains(&format!("in {ROOM} (watching at")))
+        });
+    }
+    tmux.keys("ada", &["hello from ada", "Enter"]);
+    tmux.wait_for("bob", "ada's message", |s| {
+        s.iter().any(|l| l.ends_with("<ada> hello from ada"))
+    });
+
+    // Bob is half-way through a line when Ada's next message arrives: it
+    // shows above, and his input line is untouched.
+    tmux.keys("bob", &["typing slowly"]);
+    tmux.wait_for("bob", "his own typing", |s| {
+        s.last().is_some_and(|l| l == "> typing slowly")
+    });
+    tmux.keys("ada", &["interruption", "Enter"]);
+    tmux.wait_for("bob", "the interruption above an intact input line", |s| {
+        s.iter().any(|l| l.ends_with("<ada> interruption"))
+            && s.last().is_some_and(|l| l == "> typing slowly")
+    });
+    tmux.keys("bob", &["Enter"]);
+    tmux.wait_for("ada", "bob's message", |s| {
+        s.iter().any(|l| l.ends_with("<bob> typing slowly"))
+    });
+
+    tmux.keys("ada", &["/who", "Enter"]);
+    tmux.wait_for("ada", "who said something", |s| {
+        s.iter()
+            .any(|l| l.contains("in the last 15 minutes: ada, bob"))
+    });
+    tmux.keys("bob", &["/nick robert", "Enter"]);
+    tmux.keys("bob", &["renamed", "Enter"]);
+    tmux.wait_for("ada", "the new nickname", |s| {
+        s.iter().any(|l| l.ends_with("<robert> renamed"))
+    });
+    tmux.keys("ada", &["/quit", "Enter"]);
+    let deadline = Instant::now() + SETTLE;
+    while tmux.run(&["has-session", "-t", "ada"]).status.success() {
+        assert!(Instant::now() < deadline, "/quit did not end the chat");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

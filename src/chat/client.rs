@@ -161,6 +161,31 @@ pub async fn follow(room: Room, mut follow: Follow, events: mpsc::Sender<Event>)
     }
 }
 
+/// The room's last `count` messages, asked of its owner: what `/history`
+/// shows. Stops reading once they are in, or the owner has sent nothing
+/// for a moment.
+pub async fn fetch_history(
+    room: &Room,
+    follow: &Follow,
+    count: u32,
+) -> Result<(Vec<Message>, usize)> {
+    let owner = find_owner(room, &follow.via, follow.timeout, follow.from).await?;
+    let mut conn = ApiConn::connect_from(&owner, follow.timeout, follow.from).await?;
+    let mut stream = conn.watch(room.location(), 0, count).await?;
+    let (mut messages, mut skipped) = (Vec::new(), 0);
+    while messages.len() + skipped < count as usize {
+        match tokio::time::timeout(Duration::from_millis(500), stream.message()).await {
+            Ok(Ok(Some(message))) => match room.open(&message.key, &message.value) {
+                Ok(message) => messages.push(message),
+                Err(_) => skipped += 1,
+            },
+            Ok(Err(status)) => return Err(status.into()),
+            Ok(Ok(None)) | Err(_) => break,
+        }
+    }
+    Ok((messages, skipped))
+}
+
 /// How a client's messages reach the ring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -382,10 +407,12 @@ pub async fn discover_relays(
         }
     }
     if relays.is_empty() {
-        return Err(Error::Unavailable(format!(
-            "no relay found ({})",
-            problems.join("; ")
-        )));
+        let described = asked.len() - problems.len();
+        return Err(Error::Unavailable(if described > 0 {
+            format!("none of the {described} processes asked publishes an onion key (a chordal older than relays?); send with --direct")
+        } else {
+            format!("no relay could be asked ({})", problems.join("; "))
+        }));
     }
     Ok(relays)
 }

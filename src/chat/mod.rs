@@ -7,6 +7,7 @@
 pub mod client;
 pub mod onion;
 pub mod room;
+pub mod screen;
 
 use std::collections::{HashSet, VecDeque};
 
