@@ -146,11 +146,18 @@ async fn send_lines(mut sender: Sender, nick: String) -> anyhow::Result<()> {
             eprintln!("chat: not sent: {error}");
             failed += 1;
         }
+        if let Some(relays) = sender.circuit_changed() {
+            eprintln!("chat: {}", circuit_notice(&relays));
+        }
     }
     if failed > 0 {
         bail!("{failed} messages were not sent");
     }
     Ok(())
+}
+
+fn circuit_notice(relays: &[String]) -> String {
+    format!("sending through relays {}", relays.join(" -> "))
 }
 
 /// A message as one line: `[HH:MM:SS] <nick> text`, UTC, without control
@@ -188,6 +195,15 @@ async fn interactive(
                 if let Err(error) = sender.send(&nick, &text).await {
                     let warning = Event::Warning(format!("not sent: {error}"));
                     if events.send(warning).await.is_err() {
+                        return;
+                    }
+                }
+                if let Some(relays) = sender.circuit_changed() {
+                    if events
+                        .send(Event::Warning(circuit_notice(&relays)))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }

@@ -429,3 +429,37 @@ fn two_people_chat_on_the_terminal_screen_in_tmux() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_circuit_whose_relay_dies_is_rebuilt_and_messages_still_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_ring(dir.path(), 5, 2);
+    wait_for_ring(&nodes.iter().collect::<Vec<_>>(), 2);
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.clone()).collect();
+    let via: Vec<&str> = addrs.iter().map(String::as_str).collect();
+    let reader = Client::start("reader", &via);
+    let mut writer = Client::start("writer", &via);
+    let circuits = |client: &Client| -> Vec<Vec<String>> {
+        client
+            .errors
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l.strip_prefix("chat: sending through relays "))
+            .map(|relays| relays.split(" -> ").map(str::to_string).collect())
+            .collect()
+    };
+    writer.say("before the relay died");
+    reader.wait_for("<writer> before the relay died");
+    let first = circuits(&writer);
+    assert_eq!(first.len(), 1, "{:?}", writer.errors.lock().unwrap());
+    assert_eq!(first[0].len(), 3);
+    // The middle relay dies; the next message needs a new circuit.
+    let middle = nodes.iter().position(|n| n.addr == first[0][1]).unwrap();
+    nodes[middle].kill_9();
+    writer.say("after the relay died");
+    reader.wait_for("<writer> after the relay died");
+    let all = circuits(&writer);
+    assert_eq!(all.len(), 2, "rebuilt once: {all:?}");
+    assert!(!all[1].contains(&first[0][1]), "{all:?}");
+}

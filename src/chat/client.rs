@@ -216,6 +216,8 @@ pub struct Sender {
     /// Onion: the relays in use, first hop first, and a connection to the
     /// first.
     circuit: Option<(Vec<Relay>, ApiConn)>,
+    /// The circuit last reported by [`Sender::circuit_changed`].
+    announced: Option<Vec<String>>,
     /// The send time of the last message.
     last_sent_ms: u64,
 }
@@ -237,6 +239,7 @@ impl Sender {
             from: None,
             conn: None,
             circuit: None,
+            announced: None,
             last_sent_ms: 0,
         }
     }
@@ -252,6 +255,17 @@ impl Sender {
         self.circuit
             .as_ref()
             .map(|(relays, _)| relays.iter().map(|r| r.addr.clone()).collect())
+    }
+
+    /// The circuit in use, if it is not the one this last returned: a
+    /// client tells its user when a circuit is built or rebuilt.
+    pub fn circuit_changed(&mut self) -> Option<Vec<String>> {
+        let now = self.circuit();
+        if now.is_some() && now != self.announced {
+            self.announced = now.clone();
+            return now;
+        }
+        None
     }
 
     /// Seals `text` from `nick` and stores it in the room; returns the
