@@ -181,6 +181,19 @@ enum Command {
         #[arg(long)]
         summary: bool,
     },
+    /// Ask a node's gRPC health service whether it is in a ring: exit 0
+    /// if SERVING, 1 if not (for container health checks and scripts).
+    Health {
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:10001")]
+        addr: String,
+        /// The health service to ask: "chordal" (the process, SERVING while
+        /// any of its members is in the ring), "" (the server is up), or
+        /// "chordal.member.<id>" (one member).
+        #[arg(long, default_value = "chordal")]
+        service: String,
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
     /// Run a whole local ring as child processes; Ctrl-C stops them all.
     Local {
         /// Number of node processes.
@@ -224,6 +237,14 @@ fn main() -> ExitCode {
             Some(Command::Repair(args)) => client::repair(args).await,
             Some(Command::Bench(args)) => client::bench(args).await,
             Some(Command::Chat(args)) => chat::chat(args).await,
+            Some(Command::Health {
+                addr,
+                service,
+                timeout,
+            }) => match chordal::rpc::check_health(&addr, &service, timeout).await? {
+                true => Ok(()),
+                false => anyhow::bail!("{addr}: {service:?} is not serving"),
+            },
             Some(Command::Lookup { key, via, timeout }) => lookup(&key, &via, timeout).await,
             Some(Command::Ring {
                 via,

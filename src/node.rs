@@ -416,6 +416,7 @@ pub async fn run(
         commands,
         health,
         serving: HashSet::new(),
+        process_serving: false,
         lookups: HashMap::new(),
         next_token: 1,
         saved_peers: Vec::new(),
@@ -445,6 +446,8 @@ struct Owner {
     health: HealthReporter,
     /// Members currently reported SERVING to health checks.
     serving: HashSet<Id>,
+    /// Whether the process is reported SERVING.
+    process_serving: bool,
     lookups: HashMap<u64, oneshot::Sender<Result<LookupOutcome, LookupError>>>,
     next_token: u64,
     saved_peers: Vec<String>,
@@ -685,8 +688,21 @@ impl Owner {
     }
 
     /// Reports each joined member SERVING to gRPC health checks, and every
-    /// other member NOT_SERVING.
+    /// other member NOT_SERVING; the process ([`rpc::PROCESS_HEALTH`]) is
+    /// SERVING while any of its members is in the ring.
     async fn update_health(&mut self) {
+        let any_joined = self.host.members().iter().any(|m| m.is_joined());
+        if any_joined != self.process_serving {
+            let status = if any_joined {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            self.health
+                .set_service_status(rpc::PROCESS_HEALTH, status)
+                .await;
+            self.process_serving = any_joined;
+        }
         for member in self.host.members() {
             let joined = member.is_joined();
             if joined == self.serving.contains(&member.id()) {

@@ -54,6 +54,28 @@ pub const MAX_CLIENT_MESSAGE: usize = 256 * 1024 * 1024;
 pub const MAX_RING_MESSAGE: usize = 64 * 1024;
 
 /// The gRPC health service name under which a member reports itself.
+/// The health service name of a whole process: SERVING while any of its
+/// members is in the ring (what a container's health check asks).
+pub const PROCESS_HEALTH: &str = "chordal";
+
+/// Asks `addr` for the gRPC health status of `service`; true if SERVING.
+pub async fn check_health(addr: &str, service: &str, timeout: Duration) -> crate::Result<bool> {
+    validate_addr(addr).map_err(crate::Error::InvalidArgument)?;
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| crate::Error::InvalidArgument(e.to_string()))?
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .connect()
+        .await
+        .map_err(|e| crate::Error::Unavailable(format!("cannot connect to {addr}: {e}")))?;
+    let reply = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.to_string(),
+        })
+        .await?;
+    Ok(reply.into_inner().status == ServingStatus::Serving as i32)
+}
+
 pub fn member_health_name(id: Id) -> String {
     format!("chordal.member.{id}")
 }

@@ -1,0 +1,208 @@
+//! The container image and the compose ring, on a real Docker engine:
+//! `scripts/image.sh` builds an image FROM scratch, `docker-compose.yml`
+//! starts five processes that find each other by service name and report
+//! healthy through the gRPC health protocol, and a node stopped and
+//! started again comes back with its data. Skipped, saying so, where no
+//! Docker engine answers.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const SERVICES: [&str; 5] = ["bootstrap", "node-1", "node-2", "node-3", "node-4"];
+
+fn docker_engine() -> bool {
+    Command::new("docker")
+        .arg("info")
+        .output()
+        .is_ok_and(|o| o.status.success())
+        && Command::new("docker-compose")
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
+/// A compose project of its own, in a directory of its own, with free
+/// host ports; taken down (volumes and all) when dropped.
+struct Compose {
+    dir: PathBuf,
+    project: String,
+    image: String,
+    ports: Vec<u16>,
+}
+
+impl Compose {
+    fn new(dir: &Path) -> Compose {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        std::fs::copy(
+            repo.join("docker-compose.yml"),
+            dir.join("docker-compose.yml"),
+        )
+        .unwrap();
+        let tag = format!("test-{}-{}", std::process::id(), free_port());
+        let output = Command::new(repo.join("scripts/image.sh"))
+            .arg(&tag)
+            .env("CHORDAL_BIN", CHORDAL)
+            .env("CHORDAL_IMAGE_DIR", dir.join("image"))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "image: {output:?}");
+        Compose {
+            dir: dir.to_path_buf(),
+            project: format!("chordaltest{}", free_port()),
+            image: format!("chordal:{tag}"),
+            ports: (0..5).map(|_| free_port()).collect(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let mut command = Command::new("docker-compose");
+        command
+            .current_dir(&self.dir)
+            .args(["-p", &self.project])
+            .args(args)
+            .env("CHORDAL_IMAGE", &self.image);
+        let names = ["BOOTSTRAP", "NODE_1", "NODE_2", "NODE_3", "NODE_4"];
+        for (name, port) in names.iter().zip(&self.ports) {
+            command.env(format!("CHORDAL_PORT_{name}"), port.to_string());
+        }
+        command.output().unwrap()
+    }
+
+    fn addr(&self, service: usize) -> String {
+        format!("127.0.0.1:{}", self.ports[service])
+    }
+
+    /// Waits until every service's container reports healthy.
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let healthy = SERVICES.iter().all(|service| {
+                let id = self.run(&["ps", "-q", service]);
+                let id = String::from_utf8_lossy(&id.stdout).trim().to_string();
+                let status = Command::new("docker")
+                    .args(["inspect", "-f", "{{.State.Health.Status}}", &id])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&status.stdout).trim() == "healthy"
+            });
+            if healthy {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not all healthy: {}",
+                String::from_utf8_lossy(&self.run(&["ps"]).stdout)
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// `chordal ring --summary` run inside the network.
+    fn ring_summary(&self) -> String {
+        let output = self.run(&[
+            "exec",
+            "-T",
+            "node-1",
+            "/chordal",
+            "ring",
+            "--via",
+            "bootstrap:10001",
+            "--summary",
+        ]);
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Compose {
+    fn drop(&mut self) {
+        self.run(&["down", "-v", "--timeout", "5"]);
+        Command::new("docker")
+            .args(["image", "rm", "-f", &self.image])
+            .output()
+            .ok();
+    }
+}
+
+#[test]
+fn the_compose_ring_is_healthy_and_a_restarted_node_keeps_its_data() {
+    if !docker_engine() {
+        eprintln!("skipped: no Docker engine (docker info) or no docker-compose here");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let compose = Compose::new(dir.path());
+
+    // The image holds the binary and its libraries, nothing else.
+    let history = Command::new("docker")
+        .args([
+            "image",
+            "inspect",
+            "-f",
+            "{{len .RootFS.Layers}}",
+            &compose.image,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&history.stdout).trim(), "1");
+
+    let up = compose.run(&["up", "-d"]);
+    assert!(up.status.success(), "{up:?}");
+    compose.wait_healthy();
+    let deadline = Instant::now() + SETTLE;
+    while !compose
+        .ring_summary()
+        .contains("20 members on 5 processes, closed and ordered")
+    {
+        assert!(Instant::now() < deadline, "{}", compose.ring_summary());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    let rt = runtime();
+    let keys: Vec<String> = (0..200).map(|i| format!("compose-key-{i}")).collect();
+    rt.block_on(async {
+        let mut conn = chordal::rpc::ApiConn::connect(&compose.addr(0), SETTLE)
+            .await
+            .unwrap();
+        for key in &keys {
+            conn.put(key.as_bytes(), key.as_bytes().to_vec(), Duration::ZERO)
+                .await
+                .unwrap();
+        }
+    });
+
+    // node-2 stopped and started: its data directory, on the host, keeps
+    // its identity and records, and every key reads back through it.
+    assert!(compose.run(&["stop", "node-2"]).status.success());
+    assert!(compose.run(&["start", "node-2"]).status.success());
+    assert!(dir.path().join("data/node-2/identity").exists());
+    compose.wait_healthy();
+    rt.block_on(async {
+        let deadline = Instant::now() + SETTLE;
+        let mut conn = loop {
+            match chordal::rpc::ApiConn::connect(&compose.addr(2), Duration::from_secs(5)).await {
+                Ok(conn) => break conn,
+                Err(e) => assert!(Instant::now() < deadline, "{e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        for key in &keys {
+            let mut got = conn.get(key.as_bytes(), false).await;
+            while got.is_err() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                got = conn.get(key.as_bytes(), false).await;
+            }
+            assert_eq!(got.unwrap().value, key.as_bytes(), "{key}");
+        }
+    });
+    let local = rt.block_on(async {
+        let mut conn = chordal::rpc::ApiConn::connect(&compose.addr(2), Duration::from_secs(5))
+            .await
+            .unwrap();
+        conn.describe().await.unwrap().records
+    });
+    assert!(local > 0, "node-2 holds records after its restart");
+}
