@@ -81,8 +81,7 @@ impl Compose {
         let deadline = Instant::now() + SETTLE;
         loop {
             let healthy = SERVICES.iter().all(|service| {
-                let id = self.run(&["ps", "-q", service]);
-                let id = String::from_utf8_lossy(&id.stdout).trim().to_string();
+                let id = self.container(service);
                 let status = Command::new("docker")
                     .args(["inspect", "-f", "{{.State.Health.Status}}", &id])
                     .output()
@@ -101,18 +100,37 @@ impl Compose {
         }
     }
 
-    /// `chordal ring --summary` run inside the network.
-    fn ring_summary(&self) -> String {
+    /// `chordal ring --summary` run inside the network, in `service`.
+    fn ring_summary(&self, service: &str) -> String {
         let output = self.run(&[
             "exec",
             "-T",
-            "node-1",
+            service,
             "/chordal",
             "ring",
             "--via",
             "bootstrap:10001",
             "--summary",
         ]);
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    /// Waits until the ring seen from `service` is the whole ring: every
+    /// member of the five processes, closed and ordered.
+    fn wait_whole(&self, service: &str) {
+        let deadline = Instant::now() + SETTLE;
+        while !self
+            .ring_summary(service)
+            .contains("20 members on 5 processes, closed and ordered")
+        {
+            assert!(Instant::now() < deadline, "{}", self.ring_summary(service));
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// The container running `service`.
+    fn container(&self, service: &str) -> String {
+        let output = self.run(&["ps", "-q", service]);
         String::from_utf8_lossy(&output.stdout).trim().to_string()
     }
 }
@@ -152,14 +170,7 @@ fn the_compose_ring_is_healthy_and_a_restarted_node_keeps_its_data() {
     let up = compose.run(&["up", "-d"]);
     assert!(up.status.success(), "{up:?}");
     compose.wait_healthy();
-    let deadline = Instant::now() + SETTLE;
-    while !compose
-        .ring_summary()
-        .contains("20 members on 5 processes, closed and ordered")
-    {
-        assert!(Instant::now() < deadline, "{}", compose.ring_summary());
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    compose.wait_whole("node-1");
 
     let rt = runtime();
     let keys: Vec<String> = (0..200).map(|i| format!("compose-key-{i}")).collect();
@@ -205,4 +216,134 @@ fn the_compose_ring_is_healthy_and_a_restarted_node_keeps_its_data() {
         conn.describe().await.unwrap().records
     });
     assert!(local > 0, "node-2 holds records after its restart");
+}
+
+/// Writes keys through `addrs` until `stop`, keeping those acknowledged.
+fn writer(
+    rt: &tokio::runtime::Runtime,
+    addrs: Vec<String>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    prefix: &'static str,
+) -> tokio::task::JoinHandle<()> {
+    rt.spawn(async move {
+        let mut conns = Vec::new();
+        for addr in &addrs {
+            conns.push(
+                chordal::rpc::ApiConn::connect(addr, Duration::from_secs(5))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let mut i = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let key = format!("{prefix}-{i}");
+            let conn = &mut conns[i as usize % addrs.len()];
+            if conn
+                .put(key.as_bytes(), key.as_bytes().to_vec(), Duration::ZERO)
+                .await
+                .is_ok()
+            {
+                acked.lock().unwrap().push(key);
+            }
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+}
+
+/// Every key in `acked` reads back through `addr`, retried while the ring
+/// settles.
+fn all_readable(rt: &tokio::runtime::Runtime, addr: &str, acked: &[String]) {
+    rt.block_on(async {
+        let deadline = Instant::now() + SETTLE;
+        let mut conn = chordal::rpc::ApiConn::connect(addr, Duration::from_secs(5))
+            .await
+            .unwrap();
+        for key in acked {
+            let mut got = conn.get(key.as_bytes(), false).await;
+            while got.is_err() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                got = conn.get(key.as_bytes(), false).await;
+            }
+            assert_eq!(got.unwrap().value, key.as_bytes(), "{key}");
+        }
+    });
+}
+
+#[test]
+fn fault_drills_lose_no_acknowledged_write_and_leave_one_ring() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    if !docker_engine() {
+        eprintln!("skipped: no Docker engine (docker info) or no docker-compose here");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let compose = Compose::new(dir.path());
+    assert!(compose.run(&["up", "-d"]).status.success());
+    compose.wait_healthy();
+    compose.wait_whole("bootstrap");
+    let rt = runtime();
+    // Writes go through bootstrap and node-4, which every drill spares.
+    let through = vec![compose.addr(0), compose.addr(4)];
+    let drills: [(&str, &[&[&str]], &str); 3] = [
+        (
+            "kill",
+            &[&["kill", "node-3"], &["start", "node-3"]],
+            "bootstrap",
+        ),
+        (
+            "restart",
+            &[&["stop", "node-2"], &["start", "node-2"]],
+            "bootstrap",
+        ),
+        ("disconnect", &[], "bootstrap"),
+    ];
+    for (name, steps, exec_in) in drills {
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let writing = writer(&rt, through.clone(), stop.clone(), acked.clone(), name);
+        std::thread::sleep(Duration::from_secs(1));
+        if name == "disconnect" {
+            // node-1 cut off from the ring's network, then back.
+            let network = format!("{}_ring", compose.project);
+            let container = compose.container("node-1");
+            let cut = Command::new("docker")
+                .args(["network", "disconnect", &network, &container])
+                .output()
+                .unwrap();
+            assert!(cut.status.success(), "{cut:?}");
+            std::thread::sleep(Duration::from_secs(4));
+            let healed = Command::new("docker")
+                .args([
+                    "network", "connect", "--alias", "node-1", &network, &container,
+                ])
+                .output()
+                .unwrap();
+            assert!(healed.status.success(), "{healed:?}");
+        } else {
+            for step in steps {
+                let output = compose.run(step);
+                assert!(output.status.success(), "{name}: {output:?}");
+                std::thread::sleep(Duration::from_secs(2));
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        stop.store(true, Ordering::SeqCst);
+        rt.block_on(writing).unwrap();
+        compose.wait_healthy();
+        compose.wait_whole(exec_in);
+        let acked = acked.lock().unwrap().clone();
+        assert!(
+            acked.len() > 100,
+            "{name}: only {} writes acknowledged",
+            acked.len()
+        );
+        all_readable(&rt, &compose.addr(1), &acked);
+        eprintln!(
+            "drill {name}: {} acknowledged writes, all readable",
+            acked.len()
+        );
+    }
 }

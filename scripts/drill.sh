@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Fault drills on the compose ring (docker-compose up -d first):
+#
+#   scripts/drill.sh kill [SERVICE]         # kill -9 a container under write load, start it again
+#   scripts/drill.sh restart [SERVICE]      # stop and start one
+#   scripts/drill.sh disconnect [SERVICE]   # cut one off the network for 5 s, reconnect it
+#
+# While the drill runs, keys are written through bootstrap (127.0.0.1:10001
+# unless CHORDAL_PORT_BOOTSTRAP says otherwise); afterwards the drill
+# checks that the ring is one ordered ring again and that every write
+# acknowledged during it reads back. SERVICE defaults to node-3; it may not
+# be the bootstrap, which the writes go through.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+drill="${1:-}"
+service="${2:-node-3}"
+chordal=target/debug/chordal
+via="127.0.0.1:${CHORDAL_PORT_BOOTSTRAP:-10001}"
+case "$drill" in kill|restart|disconnect) ;; *)
+    echo "usage: scripts/drill.sh kill|restart|disconnect [SERVICE]" >&2; exit 2 ;;
+esac
+[ "$service" != bootstrap ] || { echo "the writes go through bootstrap: pick another service" >&2; exit 2; }
+[ -x "$chordal" ] || cargo build --bin chordal
+container="$(docker-compose ps -q "$service")"
+[ -n "$container" ] || { echo "$service is not running: docker-compose up -d first" >&2; exit 1; }
+
+acked="$(mktemp)"
+trap 'kill "$writer" 2>/dev/null || true; rm -f "$acked"' EXIT
+(
+    i=0
+    while true; do
+        key="drill-$drill-$$-$i"
+        if "$chordal" put "$key" "$key" --via "$via" --timeout 5s 2>/dev/null; then
+            echo "$key" >>"$acked"
+        fi
+        i=$((i + 1))
+    done
+) &
+writer=$!
+sleep 2
+echo "drill $drill on $service, writes going on through $via"
+case "$drill" in
+    kill) docker-compose kill "$service"; sleep 3; docker-compose start "$service" ;;
+    restart) docker-compose stop "$service"; sleep 1; docker-compose start "$service" ;;
+    disconnect)
+        network="$(docker inspect -f '{{range $name, $_ := .NetworkSettings.Networks}}{{$name}} {{end}}' "$container" | awk '{print $1}')"
+        docker network disconnect "$network" "$container"
+        sleep 5
+        docker network connect --alias "$service" "$network" "$container" ;;
+esac
+sleep 3
+kill "$writer"; wait "$writer" 2>/dev/null || true
+echo "$(wc -l <"$acked") writes acknowledged during the drill; checking the ring and every one of them"
+
+# One ring again means every running process in it, closed and ordered.
+processes="$(docker-compose ps -q | wc -l)"
+whole="on $processes processes, closed and ordered"
+for _ in $(seq 60); do
+    summary="$(docker-compose exec -T bootstrap /chordal ring --via bootstrap:10001 --summary 2>/dev/null || true)"
+    case "$summary" in *"$whole"*) break ;; esac
+    sleep 1
+done
+echo "$summary"
+case "$summary" in *"$whole"*) ;; *) echo "FAILED: not one ordered ring of $processes processes" >&2; exit 1 ;; esac
+
+lost=0
+while read -r key; do
+    value=""
+    for _ in 1 2 3 4 5; do
+        value="$("$chordal" get "$key" --via "$via" 2>/dev/null || true)"
+        [ "$value" = "$key" ] && break
+        sleep 1
+    done
+    if [ "$value" != "$key" ]; then
+        echo "lost: $key" >&2
+        lost=$((lost + 1))
+    fi
+done <"$acked"
+if [ "$lost" -gt 0 ]; then
+    echo "FAILED: $lost acknowledged writes lost" >&2
+    exit 1
+fi
+echo "passed: every acknowledged write reads back"
