@@ -140,6 +140,15 @@ struct NodeArgs {
     /// 0 keeps tombstones for ever.
     #[arg(long, default_value = "1day", value_parser = humantime::parse_duration)]
     tombstone_grace: Duration,
+
+    /// Serve the admin HTTP port here: Prometheus metrics at /metrics.
+    /// Off unless given.
+    #[arg(long, value_name = "PORT")]
+    admin_port: Option<u16>,
+
+    /// Interface of the admin port: loopback unless said otherwise.
+    #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
+    admin_host: std::net::IpAddr,
 }
 
 #[derive(Subcommand, Debug)]
@@ -338,6 +347,9 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
             anti_entropy_interval: args.anti_entropy_interval,
             tombstone_grace: args.tombstone_grace,
         },
+        admin: args
+            .admin_port
+            .map(|port| std::net::SocketAddr::new(args.admin_host, port)),
     };
     config.validate()?;
     let listener = tokio::net::TcpListener::bind(&listen)

@@ -26,6 +26,7 @@ pub mod data;
 pub mod error;
 pub mod id;
 pub mod loadgen;
+pub mod metrics;
 pub mod node;
 pub mod replica;
 pub mod ring;

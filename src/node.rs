@@ -22,6 +22,7 @@ use crate::chat::onion::OnionKey;
 use crate::data::{Data, DataConfig, LocalMember, Membership};
 use crate::error::{Error, Result};
 use crate::id::Id;
+use crate::metrics::{GrpcMetricsLayer, Metrics};
 use crate::replica::ReplicationConfig;
 use crate::ring::{
     self, Action, Host, Input, LookupError, LookupOutcome, Notice, Request, Response,
@@ -59,6 +60,8 @@ pub struct NodeConfig {
     pub max_value: usize,
     /// `N`, `W`, `R` and anti-entropy.
     pub replication: ReplicationConfig,
+    /// Where to serve the admin HTTP port (`/metrics`); none if `None`.
+    pub admin: Option<std::net::SocketAddr>,
 }
 
 impl NodeConfig {
@@ -307,6 +310,7 @@ enum Command {
 #[derive(Clone)]
 pub struct NodeHandle {
     commands: mpsc::Sender<Command>,
+    metrics: Arc<Metrics>,
 }
 
 impl NodeHandle {
@@ -334,9 +338,12 @@ impl NodeApi for NodeHandle {
     }
 
     async fn lookup(&self, target: Id) -> Result<LookupOutcome> {
-        self.ask(|reply| Command::Lookup { target, reply })
+        let outcome = self
+            .ask(|reply| Command::Lookup { target, reply })
             .await?
-            .map_err(|e| Error::Unavailable(format!("lookup of {target} failed: {e}")))
+            .map_err(|e| Error::Unavailable(format!("lookup of {target} failed: {e}")))?;
+        self.metrics.lookup_hops.observe(outcome.path.len() as f64);
+        Ok(outcome)
     }
 
     async fn describe(&self) -> Result<ProcessInfo> {
@@ -365,21 +372,26 @@ pub async fn run(
     let host = Host::new(config.advertise.clone(), &ids, &seeds, config.ring.clone());
 
     let (commands, inbox) = mpsc::channel(4096);
+    let metrics = Arc::new(Metrics::new());
     let handle = NodeHandle {
         commands: commands.clone(),
+        metrics: metrics.clone(),
     };
     let (membership, members) = watch::channel(Membership::default());
     let data_config = DataConfig {
         replication: config.replication.clone(),
         ..DataConfig::new(config.max_value, config.rpc_timeout)
     };
-    let data = Arc::new(Data::new(
-        store,
-        data_config,
-        config.advertise.clone(),
-        members,
-        Arc::new(handle.clone()),
-    )?);
+    let data = Arc::new(
+        Data::new(
+            store,
+            data_config,
+            config.advertise.clone(),
+            members,
+            Arc::new(handle.clone()),
+        )?
+        .with_metrics(metrics.clone()),
+    );
     // Far beyond one request: the rest of a circuit and a quorum write.
     let relay = Arc::new(Relayer::new(
         load_or_create_onion_key(&config.data_dir)?,
@@ -394,6 +406,7 @@ pub async fn run(
     // There is no server-wide deadline: a hand-off stream may rightly run
     // for minutes; each handler bounds its own waiting instead.
     let server = tonic::transport::Server::builder()
+        .layer(GrpcMetricsLayer::new(metrics.clone()))
         .concurrency_limit_per_connection(256)
         .max_concurrent_streams(256)
         .http2_max_header_list_size(16 * 1024)
@@ -409,6 +422,24 @@ pub async fn run(
             serving_stopped.await.ok();
         });
     let server = tokio::spawn(server);
+    let (stop_admin, admin_stopped) = oneshot::channel::<()>();
+    let admin = match config.admin {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await.map_err(|e| {
+                Error::Config(format!("cannot listen on the admin address {addr}: {e}"))
+            })?;
+            tracing::info!("admin port: http://{addr}/metrics");
+            Some(tokio::spawn(crate::metrics::serve(
+                listener,
+                metrics.clone(),
+                data.clone(),
+                async {
+                    admin_stopped.await.ok();
+                },
+            )))
+        }
+        None => None,
+    };
 
     let owner = Owner {
         host,
@@ -423,8 +454,13 @@ pub async fn run(
         data,
         membership,
         config,
+        metrics,
     };
     owner.run(inbox, shutdown).await;
+    stop_admin.send(()).ok();
+    if let Some(admin) = admin {
+        admin.await.ok();
+    }
     stop_maintenance.send(true).ok();
     maintenance.await.ok();
     stop_serving.send(()).ok();
@@ -440,6 +476,7 @@ pub fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming 
 }
 
 struct Owner {
+    metrics: Arc<Metrics>,
     host: Host,
     pool: Arc<Pool>,
     commands: mpsc::Sender<Command>,
@@ -492,6 +529,7 @@ impl Owner {
                 _ = &mut stabilize => {
                     stabilize.as_mut().reset(jittered(self.config.stabilize_interval));
                     self.host.step(Input::StabilizeTick);
+                    self.metrics.stabilize_rounds.inc();
                     ticks += 1;
                     if ticks % 20 == 0 {
                         self.save_peers();
@@ -767,6 +805,7 @@ mod tests {
             data_dir: dir.to_path_buf(),
             max_value: 1024,
             replication: ReplicationConfig::default(),
+            admin: None,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(run(config, listener, async {

@@ -146,6 +146,12 @@ impl Data {
                     Ok(stats) => (stats, None),
                     Err((stats, error)) => (stats, Some(error)),
                 };
+                self.metrics
+                    .anti_entropy_bytes
+                    .inc_by(stats.bytes_sent + stats.bytes_received);
+                self.metrics
+                    .anti_entropy_records
+                    .inc_by(stats.pushed + stats.pulled);
                 self.rounds.lock().expect("rounds lock").insert(
                     (member.me.id, replica.addr.clone()),
                     LastRound {

@@ -201,6 +201,8 @@ pub struct Data {
     hint_backoff: Mutex<HashMap<String, (Instant, Duration)>>,
     /// Chat room messages as they are stored here, for watchers.
     room_feed: tokio::sync::broadcast::Sender<Entry>,
+    /// The process's metrics (anti-entropy traffic is counted here).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Data {
@@ -232,11 +234,24 @@ impl Data {
             rounds: Mutex::new(HashMap::new()),
             hint_backoff: Mutex::new(HashMap::new()),
             room_feed: tokio::sync::broadcast::channel(rooms::FEED_CAPACITY).0,
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         })
     }
 
     pub fn config(&self) -> &DataConfig {
         &self.config
+    }
+
+    /// Counts into `metrics` from now on (the process's, shared with the
+    /// server and the node).
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Data {
+        self.metrics = metrics;
+        self
+    }
+
+    /// This process's members that are in the ring now.
+    pub fn members_joined(&self) -> usize {
+        self.members.borrow().iter().filter(|m| m.joined).count()
     }
 
     pub fn store(&self) -> &Store<RocksEngine> {

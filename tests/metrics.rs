@@ -1,0 +1,85 @@
+//! The admin port of a real process: Prometheus metrics that count what
+//! the process served, by method and status.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+/// `GET path` on `addr`, the body of the answer.
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+/// The value of the sample named exactly `sample` in a metrics page.
+fn sample(page: &str, sample: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn the_admin_port_counts_requests_by_method_and_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let admin = free_port();
+    let node = Node::start_with(
+        port,
+        &format!("127.0.0.1:{port}"),
+        &dir.path().join("node"),
+        2,
+        &["--admin-port", &admin.to_string()],
+    );
+    let admin = format!("127.0.0.1:{admin}");
+    let deadline = Instant::now() + SETTLE;
+    while !chordal(&["health", "--addr", &node.addr]).status.success() {
+        assert!(Instant::now() < deadline, "never healthy");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for i in 0..3 {
+        let key = format!("k{i}");
+        assert!(chordal(&["put", &key, "v", "--via", &node.addr])
+            .status
+            .success());
+    }
+    assert!(!chordal(&["get", "missing", "--via", &node.addr])
+        .status
+        .success());
+    assert!(!chordal(&["put", "", "v", "--via", &node.addr])
+        .status
+        .success());
+
+    let page = http_get(&admin, "/metrics").expect("the admin port answers");
+    let count = |method: &str, code: &str| {
+        sample(
+            &page,
+            &format!("chordal_requests_total{{method=\"{method}\",code=\"{code}\"}}"),
+        )
+    };
+    assert_eq!(count("Api/Put", "OK"), Some(3.0), "{page}");
+    assert_eq!(count("Api/Get", "NOT_FOUND"), Some(1.0), "{page}");
+    assert_eq!(count("Api/Put", "INVALID_ARGUMENT"), Some(1.0), "{page}");
+    assert_eq!(
+        sample(
+            &page,
+            "chordal_request_duration_seconds_count{method=\"Api/Put\"}"
+        ),
+        Some(4.0)
+    );
+    assert_eq!(sample(&page, "chordal_records"), Some(3.0), "{page}");
+    assert_eq!(sample(&page, "chordal_members_joined"), Some(2.0), "{page}");
+    assert!(sample(&page, "chordal_stabilize_rounds_total").unwrap() > 0.0);
+    // Routes are remembered: the first request looked its owner up.
+    assert!(sample(&page, "chordal_lookup_hops_count").unwrap() >= 1.0);
+    assert!(http_get(&admin, "/nothing").is_none());
+}
