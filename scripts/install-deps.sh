@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building Chordal needs on Debian/Ubuntu and is missing:
 # a C++ compiler and libclang (RocksDB's C++ sources and its Rust bindings),
-# iproute2 for the test that cuts a node off in a network namespace, and
-# tmux for the test of the chat screen.
+# iproute2 for the test that cuts a node off in a network namespace, tmux
+# for the test of the chat screen and Chromium for the dashboard's.
 # Protobuf needs nothing: the .proto file is compiled in pure Rust (protox).
 set -euo pipefail
 
@@ -24,8 +24,11 @@ fi
 command -v kill >/dev/null 2>&1 || missing+=(procps)
 # The partition test puts nodes in network namespaces (and skips without).
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
-# The chat screen's test drives two terminals in tmux.
+# The chat screen's test drives two terminals in tmux; the dashboard's is
+# rendered by headless Chromium.
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing: ${missing[*]}" >&2

@@ -22,6 +22,7 @@
 
 pub mod admin;
 pub mod chat;
+pub mod dashboard;
 pub mod data;
 pub mod error;
 pub mod id;

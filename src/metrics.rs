@@ -46,6 +46,8 @@ pub struct Metrics {
     pub stored_bytes: Gauge,
     pub hints: Gauge,
     pub members_joined: Gauge,
+    /// The last membership changes, for the dashboard.
+    pub events: crate::dashboard::Events,
 }
 
 impl Default for Metrics {
@@ -133,6 +135,7 @@ impl Metrics {
             stored_bytes,
             hints,
             members_joined,
+            events: crate::dashboard::Events::default(),
         }
     }
 
@@ -160,14 +163,17 @@ impl Metrics {
 }
 
 /// Serves the admin port on `listener` until `shutdown`: `GET /metrics`
-/// (Prometheus' text format), the gauges read afresh for every scrape.
+/// (Prometheus' text format, the gauges read afresh for every scrape) and
+/// the dashboard ([`crate::dashboard`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     data: Arc<crate::data::Data>,
+    advertise: String,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     use axum::routing::get;
+    let (metrics_for_pages, data_for_pages) = (metrics.clone(), data.clone());
     let scrape = move || {
         let (metrics, data) = (metrics.clone(), data.clone());
         async move {
@@ -186,7 +192,13 @@ pub async fn serve(
             )
         }
     };
-    let app = axum::Router::new().route("/metrics", get(scrape));
+    let app = axum::Router::new()
+        .route("/metrics", get(scrape))
+        .merge(crate::dashboard::routes(
+            metrics_for_pages,
+            data_for_pages,
+            advertise,
+        ));
     if let Err(error) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

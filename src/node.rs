@@ -428,11 +428,14 @@ pub async fn run(
             let listener = TcpListener::bind(addr).await.map_err(|e| {
                 Error::Config(format!("cannot listen on the admin address {addr}: {e}"))
             })?;
-            tracing::info!("admin port: http://{addr}/metrics");
+            tracing::info!(
+                "admin port: dashboard at http://{addr}/, metrics at http://{addr}/metrics"
+            );
             Some(tokio::spawn(crate::metrics::serve(
                 listener,
                 metrics.clone(),
                 data.clone(),
+                config.advertise.clone(),
                 async {
                     admin_stopped.await.ok();
                 },
@@ -468,6 +471,31 @@ pub async fn run(
         .await
         .map_err(|e| Error::Unavailable(format!("server task failed: {e}")))??;
     Ok(())
+}
+
+/// A membership change in words, for the dashboard's list of events;
+/// `None` for the routine ones (failed join attempts are logged instead).
+fn membership_event(notice: &Notice) -> Option<String> {
+    Some(match notice {
+        Notice::Created { member } => format!("{member} started a new ring"),
+        Notice::Joined {
+            member, successor, ..
+        } => format!("{member} joined before {successor}"),
+        Notice::SuccessorChanged { member, to, .. } => {
+            format!("{member}: successor is now {to}")
+        }
+        Notice::PredecessorChanged { member, to, .. } => match to {
+            Some(to) => format!("{member}: predecessor is now {to}"),
+            None => format!("{member}: predecessor forgotten"),
+        },
+        Notice::SuccessorDead { member, dead } => {
+            format!("{member}: successor {dead} presumed dead")
+        }
+        Notice::Orphaned { member } => {
+            format!("{member}: every known successor dead, rejoining")
+        }
+        Notice::JoinFailed { .. } => return None,
+    })
 }
 
 /// Connections accepted on `listener`, with Nagle's algorithm off.
@@ -687,6 +715,9 @@ impl Owner {
 
     fn log_notice(&self, notice: Notice) {
         let first_member = self.host.members().first().map(|m| m.id());
+        if let Some(event) = membership_event(&notice) {
+            self.metrics.events.push(event);
+        }
         match notice {
             Notice::Created { member } => tracing::info!(%member, "started a new ring"),
             Notice::Joined {

@@ -32,6 +32,8 @@ struct Compose {
     project: String,
     image: String,
     ports: Vec<u16>,
+    /// Host ports of each service's dashboard and metrics.
+    admin_ports: Vec<u16>,
 }
 
 impl Compose {
@@ -55,6 +57,7 @@ impl Compose {
             project: format!("chordaltest{}", free_port()),
             image: format!("chordal:{tag}"),
             ports: (0..5).map(|_| free_port()).collect(),
+            admin_ports: (0..5).map(|_| free_port()).collect(),
         }
     }
 
@@ -68,6 +71,9 @@ impl Compose {
         let names = ["BOOTSTRAP", "NODE_1", "NODE_2", "NODE_3", "NODE_4"];
         for (name, port) in names.iter().zip(&self.ports) {
             command.env(format!("CHORDAL_PORT_{name}"), port.to_string());
+        }
+        for (name, port) in names.iter().zip(&self.admin_ports) {
+            command.env(format!("CHORDAL_ADMIN_PORT_{name}"), port.to_string());
         }
         command.output().unwrap()
     }
@@ -171,6 +177,25 @@ fn the_compose_ring_is_healthy_and_a_restarted_node_keeps_its_data() {
     assert!(up.status.success(), "{up:?}");
     compose.wait_healthy();
     compose.wait_whole("node-1");
+
+    // Any node's dashboard and metrics, from the host.
+    let dashboard = std::process::Command::new("curl")
+        .args([
+            "-sf",
+            &format!("http://127.0.0.1:{}/api/ring", compose.admin_ports[3]),
+        ])
+        .output()
+        .unwrap();
+    let ring: serde_json::Value = serde_json::from_slice(&dashboard.stdout).unwrap_or_default();
+    assert_eq!(ring["members"].as_array().map(Vec::len), Some(20), "{ring}");
+    let metrics = std::process::Command::new("curl")
+        .args([
+            "-sf",
+            &format!("http://127.0.0.1:{}/metrics", compose.admin_ports[0]),
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&metrics.stdout).contains("chordal_members_joined 4"));
 
     let rt = runtime();
     let keys: Vec<String> = (0..200).map(|i| format!("compose-key-{i}")).collect();
