@@ -87,6 +87,12 @@ pub async fn chat(args: ChatArgs) -> anyhow::Result<()> {
     }
     let room = Room::new(&args.room, passphrase.as_deref());
     let piped = !std::io::stdin().is_terminal();
+    // Relays wanted (none sent directly): said when fewer are found.
+    let hops = if args.direct {
+        0
+    } else {
+        usize::from(args.hops)
+    };
     let route = if args.direct {
         Route::Direct
     } else {
@@ -110,14 +116,14 @@ pub async fn chat(args: ChatArgs) -> anyhow::Result<()> {
         from: args.bind,
     };
     if !piped && !args.print {
-        return interactive(room, following, sender, &args.room, &nick).await;
+        return interactive(room, following, sender, &args.room, &nick, hops).await;
     }
     if !args.print {
-        return send_lines(sender, nick).await;
+        return send_lines(sender, nick, hops).await;
     }
     let (events, mut received) = mpsc::channel(256);
     let watcher = tokio::spawn(follow(room, following, events));
-    let sending = piped.then(|| tokio::spawn(send_lines(sender, nick)));
+    let sending = piped.then(|| tokio::spawn(send_lines(sender, nick, hops)));
     let name = args.room.clone();
     while let Some(event) = received.recv().await {
         match event {
@@ -135,7 +141,7 @@ pub async fn chat(args: ChatArgs) -> anyhow::Result<()> {
 
 /// Sends each non-empty line of stdin; a line that cannot be sent is
 /// reported and the rest still go.
-async fn send_lines(mut sender: Sender, nick: String) -> anyhow::Result<()> {
+async fn send_lines(mut sender: Sender, nick: String, hops: usize) -> anyhow::Result<()> {
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut failed = 0;
     while let Some(text) = lines.next_line().await.context("cannot read stdin")? {
@@ -147,7 +153,7 @@ async fn send_lines(mut sender: Sender, nick: String) -> anyhow::Result<()> {
             failed += 1;
         }
         if let Some(relays) = sender.circuit_changed() {
-            eprintln!("chat: {}", circuit_notice(&relays));
+            eprintln!("chat: {}", circuit_notice(&relays, hops));
         }
     }
     if failed > 0 {
@@ -156,8 +162,16 @@ async fn send_lines(mut sender: Sender, nick: String) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn circuit_notice(relays: &[String]) -> String {
-    format!("sending through relays {}", relays.join(" -> "))
+fn circuit_notice(relays: &[String], wanted: usize) -> String {
+    let mut notice = format!("sending through relays {}", relays.join(" -> "));
+    if relays.len() < wanted {
+        notice.push_str(&format!(
+            " (only {} of the {wanted} relays asked for: no more processes found; \
+             fewer relays hide less)",
+            relays.len()
+        ));
+    }
+    notice
 }
 
 /// A message as one line: `[HH:MM:SS] <nick> text`, UTC, without control
@@ -178,6 +192,7 @@ async fn interactive(
     sender: Sender,
     name: &str,
     nick: &str,
+    hops: usize,
 ) -> anyhow::Result<()> {
     use crossterm::event::{Event as TermEvent, EventStream};
     use futures::StreamExt;
@@ -200,7 +215,7 @@ async fn interactive(
                 }
                 if let Some(relays) = sender.circuit_changed() {
                     if events
-                        .send(Event::Warning(circuit_notice(&relays)))
+                        .send(Event::Warning(circuit_notice(&relays, hops)))
                         .await
                         .is_err()
                     {

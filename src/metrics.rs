@@ -207,17 +207,46 @@ pub async fn serve(
     }
 }
 
-/// `/chordal.v1.Api/Put` as `Api/Put`; health checks as `Health/Check`.
+/// The methods counted by name; any other path counts as `other`, so that
+/// a client cannot grow the metrics by inventing paths.
+const KNOWN_METHODS: &[(&str, &[&str])] = &[
+    (
+        "Api",
+        &[
+            "Lookup", "Describe", "Put", "Get", "Delete", "Repair", "Watch", "Relay",
+        ],
+    ),
+    (
+        "Data",
+        &[
+            "Write",
+            "Read",
+            "Fetch",
+            "Absorb",
+            "Replicate",
+            "Sync",
+            "Forget",
+        ],
+    ),
+    ("Ring", &["FindStep", "GetState", "Notify", "Leaving"]),
+    ("Health", &["Check", "Watch"]),
+];
+
+/// `/chordal.v1.Api/Put` as `Api/Put`; health checks as `Health/Check`;
+/// anything else as `other`.
 fn method_of(path: &str) -> String {
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let service = parts.next().unwrap_or_default();
     let method = parts.next().unwrap_or_default();
     let service = service.rsplit('.').next().unwrap_or(service);
-    // Unknown paths are bounded to one label value.
-    if method.is_empty() || method.len() > 64 || service.len() > 64 {
-        return "other".into();
+    let known = KNOWN_METHODS
+        .iter()
+        .any(|(s, methods)| *s == service && methods.contains(&method));
+    if known {
+        format!("{service}/{method}")
+    } else {
+        "other".into()
     }
-    format!("{service}/{method}")
 }
 
 /// The name of a gRPC status code.
@@ -390,6 +419,8 @@ mod tests {
         assert_eq!(method_of("/chordal.v1.Api/Put"), "Api/Put");
         assert_eq!(method_of("/grpc.health.v1.Health/Check"), "Health/Check");
         assert_eq!(method_of("/nonsense"), "other");
+        // Invented paths, even in a real service, share one label.
+        assert_eq!(method_of("/chordal.v1.Api/Invented1"), "other");
         assert_eq!(method_of(&format!("/a/{}", "x".repeat(100))), "other");
         assert_eq!(code_name("14"), "UNAVAILABLE");
         assert_eq!(code_name("99"), "OTHER");

@@ -346,17 +346,16 @@ impl Sender {
                 }
                 Err(error @ Error::InvalidArgument(_)) => return Err(error),
                 Err(error) => {
-                    // Rebuilt without the relay that failed, when its
-                    // address is named, else without any of these.
-                    let named: Vec<String> = relays
-                        .iter()
-                        .filter(|r| error.to_string().contains(&format!("relay {}:", r.addr)))
-                        .map(|r| r.addr.clone())
-                        .collect();
-                    if named.is_empty() {
-                        failed.push(relays[0].addr.clone());
-                    } else {
-                        failed.extend(named);
+                    // Rebuilt without the relay that failed, when the
+                    // error says which (it names no address).
+                    let message = match &error {
+                        Error::Unavailable(m) => m.clone(),
+                        other => other.to_string(),
+                    };
+                    if let Some(relay) =
+                        crate::rpc::failed_relay(&message).and_then(|i| relays.get(i))
+                    {
+                        failed.push(relay.addr.clone());
                     }
                     problems.push(error.to_string());
                 }
@@ -405,7 +404,13 @@ pub async fn discover_relays(
         .await;
         match described {
             Ok(info) => {
-                if let Some(key) = info.onion_key {
+                // A relay is named in a layer by its address: one that is
+                // not a plain HOST:PORT of at most 255 bytes, or that is
+                // already known under that name, is not used.
+                let usable = crate::rpc::validate_addr(&info.addr).is_ok()
+                    && info.addr.len() <= 255
+                    && relays.iter().all(|r: &Relay| r.addr != info.addr);
+                if let (Some(key), true) = (info.onion_key, usable) {
                     relays.push(Relay {
                         addr: info.addr.clone(),
                         key,

@@ -37,24 +37,27 @@ impl Data {
     ) -> Result<Vec<Entry>> {
         let (low, high) = Id::room_range(location);
         let now = wall_ms();
-        let mut found = Vec::new();
+        // The latest `limit` so far, by key: keys of one room sort by send
+        // time, then id. Never more than `limit` held, however big the room.
+        let mut found: std::collections::BTreeMap<Vec<u8>, crate::store::Record> =
+            std::collections::BTreeMap::new();
         self.store
             .visit_ids_while(low.0, high.0, |key, record| {
                 let ours = crate::chat::room::parse_key(key)
                     .is_some_and(|(at, sent_at_ms, _)| at == *location && sent_at_ms >= since_ms);
-                if ours && !record.tombstone && !record.is_expired(now) {
-                    found.push(Entry {
-                        key: key.to_vec(),
-                        record,
-                    });
+                if ours && !record.tombstone && !record.is_expired(now) && limit > 0 {
+                    found.insert(key.to_vec(), record);
+                    if found.len() > limit {
+                        found.pop_first();
+                    }
                 }
                 true
             })
             .map_err(super::store_error)?;
-        // Keys of one room sort by send time, then id.
-        found.sort_by(|a, b| a.key.cmp(&b.key));
-        let skip = found.len().saturating_sub(limit);
-        Ok(found.split_off(skip))
+        Ok(found
+            .into_iter()
+            .map(|(key, record)| Entry { key, record })
+            .collect())
     }
 
     /// Watches the room at `location`: first its last `history` messages

@@ -33,7 +33,7 @@ mod data;
 mod relay;
 
 pub use data::{stream_baseline, DataPeer, DataService, FetchStream};
-pub use relay::Relayer;
+pub use relay::{failed_relay, Relayer};
 
 pub(crate) use pb::api_client::ApiClient;
 pub(crate) use pb::ring_client::RingClient;
