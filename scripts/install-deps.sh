@@ -28,7 +28,6 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 # rendered by headless Chromium.
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-command -v curl >/dev/null 2>&1 || missing+=(curl)
 
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing: ${missing[*]}" >&2

@@ -179,23 +179,17 @@ fn the_compose_ring_is_healthy_and_a_restarted_node_keeps_its_data() {
     compose.wait_whole("node-1");
 
     // Any node's dashboard and metrics, from the host.
-    let dashboard = std::process::Command::new("curl")
-        .args([
-            "-sf",
-            &format!("http://127.0.0.1:{}/api/ring", compose.admin_ports[3]),
-        ])
-        .output()
-        .unwrap();
-    let ring: serde_json::Value = serde_json::from_slice(&dashboard.stdout).unwrap_or_default();
+    let dashboard = http_get(
+        &format!("127.0.0.1:{}", compose.admin_ports[3]),
+        "/api/ring",
+    );
+    let ring: serde_json::Value =
+        serde_json::from_str(&dashboard.unwrap_or_default()).unwrap_or_default();
     assert_eq!(ring["members"].as_array().map(Vec::len), Some(20), "{ring}");
-    let metrics = std::process::Command::new("curl")
-        .args([
-            "-sf",
-            &format!("http://127.0.0.1:{}/metrics", compose.admin_ports[0]),
-        ])
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&metrics.stdout).contains("chordal_members_joined 4"));
+    let metrics = http_get(&format!("127.0.0.1:{}", compose.admin_ports[0]), "/metrics");
+    assert!(metrics
+        .unwrap_or_default()
+        .contains("chordal_members_joined 4"));
 
     let rt = runtime();
     let keys: Vec<String> = (0..200).map(|i| format!("compose-key-{i}")).collect();

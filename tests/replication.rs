@@ -82,20 +82,7 @@ fn no_acknowledged_write_is_lost_while_a_replica_is_killed_and_another_restarted
     let rt = runtime();
     let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
     let bootstrap = format!("127.0.0.1:{}", ports[0]);
-    let mut nodes: Vec<Node> = ports
-        .iter()
-        .map(|&port| {
-            let node = Node::start_with(
-                port,
-                &bootstrap,
-                &dir.path().join(format!("node-{port}")),
-                2,
-                FAST,
-            );
-            std::thread::sleep(Duration::from_millis(300));
-            node
-        })
-        .collect();
+    let mut nodes = start_nodes(dir.path(), &ports, &bootstrap, 2, FAST);
     wait_for_ring(&nodes.iter().collect::<Vec<_>>(), 2);
 
     // A writer puts new keys through the nodes that stay up, and keeps
@@ -292,18 +279,7 @@ fn copies_left_beyond_n_by_joins_are_handed_back_and_dropped() {
     let flags = ["--replicas", "2", "--anti-entropy-interval", "2s"];
     let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
     let bootstrap = format!("127.0.0.1:{}", ports[0]);
-    let start = |port: u16| {
-        let node = Node::start_with(
-            port,
-            &bootstrap,
-            &dir.path().join(format!("node-{port}")),
-            2,
-            &flags,
-        );
-        std::thread::sleep(Duration::from_millis(300));
-        node
-    };
-    let mut nodes: Vec<Node> = ports[..3].iter().map(|&port| start(port)).collect();
+    let mut nodes = start_nodes(dir.path(), &ports[..3], &bootstrap, 2, &flags);
     wait_for_ring(&nodes.iter().collect::<Vec<_>>(), 2);
     rt.block_on(async {
         let mut conn = connect(&bootstrap).await;
@@ -315,7 +291,7 @@ fn copies_left_beyond_n_by_joins_are_handed_back_and_dropped() {
     });
     // Two more processes take over parts of the arcs: the copies the old
     // replicas kept of those parts are now one too many.
-    nodes.extend(ports[3..].iter().map(|&port| start(port)));
+    nodes.extend(start_nodes(dir.path(), &ports[3..], &bootstrap, 2, &flags));
     let view = wait_for_ring(&nodes.iter().collect::<Vec<_>>(), 2);
     let all: Vec<u64> = (0..KEYS).collect();
     let mut misplaced = usize::MAX;
@@ -356,20 +332,7 @@ fn tombstones_are_purged_on_every_replica_after_the_grace_and_deletes_stay() {
     let flags = ["--anti-entropy-interval", "2s", "--tombstone-grace", "6s"];
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let bootstrap = format!("127.0.0.1:{}", ports[0]);
-    let nodes: Vec<Node> = ports
-        .iter()
-        .map(|&port| {
-            let node = Node::start_with(
-                port,
-                &bootstrap,
-                &dir.path().join(format!("node-{port}")),
-                2,
-                &flags,
-            );
-            std::thread::sleep(Duration::from_millis(300));
-            node
-        })
-        .collect();
+    let nodes = start_nodes(dir.path(), &ports, &bootstrap, 2, &flags);
     wait_for_ring(&nodes.iter().collect::<Vec<_>>(), 2);
     rt.block_on(async {
         let mut conn = connect(&bootstrap).await;

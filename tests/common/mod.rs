@@ -253,6 +253,50 @@ pub fn tail(text: &str) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
+/// Starts a node on each of `ports`, in `dir/node-PORT`, joining through
+/// `bootstrap` with `extra` arguments, 300 ms apart: joins one at a time.
+pub fn start_nodes(
+    dir: &Path,
+    ports: &[u16],
+    bootstrap: &str,
+    vnodes: u32,
+    extra: &[&str],
+) -> Vec<Node> {
+    ports
+        .iter()
+        .map(|&port| {
+            let node = Node::start_with(
+                port,
+                bootstrap,
+                &dir.join(format!("node-{port}")),
+                vnodes,
+                extra,
+            );
+            sleep(Duration::from_millis(300));
+            node
+        })
+        .collect()
+}
+
+/// The body of the answer to `GET path` from the HTTP server at `addr`,
+/// if it answered 200.
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
 pub fn start_ring(dir: &Path, count: usize, vnodes: u32) -> Vec<Node> {
     let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
     let bootstrap = format!("127.0.0.1:{}", ports[0]);
