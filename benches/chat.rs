@@ -14,8 +14,9 @@
 
 mod common;
 
-use chordal::chat::client::{follow, now_ms, Event, Follow, Route, Sender};
+use chordal::chat::client::{follow, Event, Follow, Route, Sender};
 use chordal::chat::room::Room;
+use chordal::data::wall_ms;
 use common::*;
 use hdrhistogram::Histogram;
 use std::time::{Duration, Instant};
@@ -23,13 +24,6 @@ use tokio::sync::mpsc;
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 const RETENTION: Duration = Duration::from_secs(600);
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn route_name(route: Route) -> String {
     match route {
@@ -43,7 +37,7 @@ async fn watch(room: &Room, via: &str) -> mpsc::Receiver<Event> {
     let (events, mut received) = mpsc::channel(65_536);
     let following = Follow {
         via: vec![via.to_string()],
-        since_ms: now_ms(),
+        since_ms: wall_ms(),
         history: 0,
         timeout: TIMEOUT,
         from: None,
@@ -137,11 +131,7 @@ async fn throughput(addrs: &[String], route: Route, senders: usize, each: u64) {
 
 #[tokio::main]
 async fn main() {
-    let only: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    let wanted = wanted_parts();
     let dir = tempfile::tempdir().unwrap();
     let (_nodes, addrs) = start_ring(dir.path(), 5, 4).await;
     println!("a ring of 5 processes, 4 virtual nodes each, N=3 W=2 R=2, on loopback");

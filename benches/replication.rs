@@ -32,13 +32,6 @@ mod etcd {
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
 }
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn kill(child: &mut Child) {
     child.kill().ok();
     child.wait().ok();
@@ -404,11 +397,7 @@ async fn compare(ops: u64) {
 
 #[tokio::main]
 async fn main() {
-    let only: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    let wanted = wanted_parts();
     if wanted("entropy") {
         entropy().await;
     }

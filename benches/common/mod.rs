@@ -170,3 +170,21 @@ pub async fn start_ring(dir: &Path, count: usize, vnodes: u32) -> (Nodes, Vec<St
     wait_for_ring(&addrs[0], count * vnodes as usize).await;
     (nodes, addrs)
 }
+
+/// A number from the environment variable `name`, or `default`.
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Which parts of a benchmark to run: those named on the command line
+/// (`cargo bench ... -- NAME`), or every one when none is named.
+pub fn wanted_parts() -> impl Fn(&str) -> bool {
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    move |name: &str| only.is_empty() || only.iter().any(|o| o == name)
+}
