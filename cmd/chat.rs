@@ -1,10 +1,11 @@
 //! `chordal chat`: a chat room over the ring.
 
 use anyhow::{bail, Context};
-use chordal::chat::client::{fetch_history, follow, now_ms, Event, Follow, Route, Sender};
+use chordal::chat::client::{fetch_history, follow, Event, Follow, Route, Sender};
 use chordal::chat::onion::MAX_HOPS;
 use chordal::chat::room::{Message, Room, MAX_NICK};
 use chordal::chat::screen::{clean, clock, Action, Screen};
+use chordal::data::wall_ms;
 use clap::Args;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -110,7 +111,7 @@ pub async fn chat(args: ChatArgs) -> anyhow::Result<()> {
     .bind(args.bind);
     let following = Follow {
         via: args.via.clone(),
-        since_ms: now_ms().saturating_sub(args.since.as_millis() as u64),
+        since_ms: wall_ms().saturating_sub(args.since.as_millis() as u64),
         history: args.history,
         timeout: args.timeout,
         from: args.bind,
@@ -233,16 +234,16 @@ async fn interactive(
         }
         tokio::select! {
             event = received.recv() => match event {
-                Some(event) => screen.on_event(event, now_ms()),
+                Some(event) => screen.on_event(event, wall_ms()),
                 None => break Ok(()),
             },
             key = keys.next() => match key {
-                Some(Ok(TermEvent::Key(key))) => match screen.on_key(key, now_ms()) {
+                Some(Ok(TermEvent::Key(key))) => match screen.on_key(key, wall_ms()) {
                     Action::None => {}
                     Action::Quit => break Ok(()),
                     Action::Send { nick, text } => {
                         if outbox.try_send((nick, text)).is_err() {
-                            screen.on_event(Event::Warning("too many messages waiting to be sent".into()), now_ms());
+                            screen.on_event(Event::Warning("too many messages waiting to be sent".into()), wall_ms());
                         }
                     }
                     Action::History(count) => {

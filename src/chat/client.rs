@@ -4,11 +4,12 @@
 use super::onion::{wrap, Relay};
 use super::room::{message_key, Message, Room};
 use super::RecentKeys;
+use crate::data::wall_ms;
 use crate::rpc::ApiConn;
 use crate::{Error, Result};
 use std::collections::{HashSet, VecDeque};
 use std::net::IpAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// How far back a watch resumed after losing the room's owner reaches,
@@ -41,13 +42,6 @@ pub struct Follow {
     pub timeout: Duration,
     /// The local address connections are made from (`None`: the system's).
     pub from: Option<IpAddr>,
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A key whose ring id is the first of the room's: asking for its owner
@@ -155,7 +149,7 @@ pub async fn follow(room: Room, mut follow: Follow, events: mpsc::Sender<Event>)
         // Whatever was sent while no watch was open is in the store.
         follow.since_ms = follow
             .since_ms
-            .max(now_ms().saturating_sub(RESUME_MARGIN.as_millis() as u64));
+            .max(wall_ms().saturating_sub(RESUME_MARGIN.as_millis() as u64));
         follow.history = RESUME_HISTORY;
         tokio::time::sleep(pause).await;
     }
@@ -273,7 +267,7 @@ impl Sender {
     pub async fn send(&mut self, nick: &str, text: &str) -> Result<Message> {
         // Strictly increasing, so that two messages sent within one
         // millisecond still sort in the order sent.
-        self.last_sent_ms = now_ms().max(self.last_sent_ms + 1);
+        self.last_sent_ms = wall_ms().max(self.last_sent_ms + 1);
         let message = Message {
             id: rand::random(),
             sent_at_ms: self.last_sent_ms,

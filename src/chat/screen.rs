@@ -77,7 +77,7 @@ impl Screen {
             status: "finding the room".into(),
         };
         screen.notice(
-            super::client::now_ms(),
+            crate::data::wall_ms(),
             "commands: /nick NAME, /who, /history N, /quit (PageUp/PageDown scroll)",
         );
         screen
@@ -363,7 +363,7 @@ mod tests {
     fn message(nick: &str, at: u64, text: &str) -> Message {
         Message {
             id: [at as u8; 16],
-            sent_at_ms: super::super::client::now_ms() + 60_000 + at,
+            sent_at_ms: crate::data::wall_ms() + 60_000 + at,
             nick: nick.into(),
             text: text.into(),
         }

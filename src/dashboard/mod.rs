@@ -33,7 +33,7 @@ impl Events {
         if events.len() == MAX_EVENTS {
             events.pop_front();
         }
-        events.push_back((crate::chat::client::now_ms(), text));
+        events.push_back((crate::data::wall_ms(), text));
     }
 
     pub fn list(&self) -> Vec<(u64, String)> {
