@@ -15,8 +15,8 @@
 mod common;
 
 use chordal::chat::client::{follow, Event, Follow, Route, Sender};
-use chordal::chat::room::Room;
-use chordal::data::wall_ms;
+use chordal::clock::wall_ms;
+use chordal::room::Room;
 use common::*;
 use hdrhistogram::Histogram;
 use std::time::{Duration, Instant};

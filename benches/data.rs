@@ -19,7 +19,6 @@ use chordal::store::{Hlc, Record, RocksEngine, Store, Version};
 use common::*;
 use rand::RngCore;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -91,7 +90,12 @@ async fn throughput(ops: u64) -> u64 {
 
     let (ring, addrs) = start_ring(&dir.path().join("ring"), 5, 4).await;
     tokio::time::sleep(Duration::from_secs(3)).await; // fingers settle
-    let idle = ring.0.iter().map(|c| rss_kib(c.id())).sum::<u64>() / 5;
+    let idle = ring
+        .0
+        .iter()
+        .map(|c| rss_kib(c.pid().unwrap()))
+        .sum::<u64>()
+        / 5;
     let target = RingTarget::connect(&addrs, 1, Duration::from_secs(15))
         .await
         .unwrap();
@@ -123,12 +127,8 @@ fn fill_arc(data_dir: &Path, from: Id, to: Id, records: u64) {
     }
 }
 
-fn terminate(child: &mut std::process::Child) {
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    child.wait().unwrap();
+fn terminate(node: &mut chordal::ops::launch::NodeProcess) {
+    node.terminate(Duration::from_secs(60)).unwrap();
 }
 
 /// Parses "took over the arc: N records, X MiB in T" from a node's log.
@@ -179,8 +179,8 @@ async fn hand_off(mib: u64, idle_rss_kib: u64) {
         "B started to hand-off done: {:.1} s (includes joining)",
         wall.as_secs_f64()
     );
-    let rss_b = rss_kib(nodes.0[1].id());
-    let rss_a = rss_kib(nodes.0[0].id());
+    let rss_b = rss_kib(nodes.0[1].pid().unwrap());
+    let rss_a = rss_kib(nodes.0[0].pid().unwrap());
     let baseline = chordal::rpc::stream_baseline(records, 18, 1024)
         .await
         .unwrap();

@@ -44,7 +44,7 @@ async fn main() {
         started.elapsed().as_secs_f64()
     );
 
-    let rss: Vec<u64> = nodes.0.iter().map(|c| rss_kib(c.id())).collect();
+    let rss: Vec<u64> = nodes.0.iter().map(|c| rss_kib(c.pid().unwrap())).collect();
     println!(
         "idle RSS per node: mean {:.1} MiB, max {:.1} MiB",
         rss.iter().sum::<u64>() as f64 / rss.len() as f64 / 1024.0,

@@ -23,7 +23,7 @@ use chordal::rpc::ApiConn;
 use chordal::store::{Record, RocksEngine, Store, Version};
 use common::*;
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,9 +32,8 @@ mod etcd {
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.rs"));
 }
 
-fn kill(child: &mut Child) {
-    child.kill().ok();
-    child.wait().ok();
+fn kill(node: &mut chordal::ops::launch::NodeProcess) {
+    node.kill_9().ok();
 }
 
 // ----- anti-entropy ------------------------------------------------------------------
@@ -144,7 +143,7 @@ fn print_round(label: &str, report: &chordal::data::RoundReport) {
 /// time.
 async fn under_replicated(view_from: &str, keys: &[String]) -> Option<usize> {
     use futures::StreamExt;
-    let walk = chordal::admin::walk_ring(view_from, Duration::from_secs(2), 100_000)
+    let walk = chordal::ops::walk::walk_ring(view_from, Duration::from_secs(2), 100_000)
         .await
         .ok()?;
     if !walk.closed || !walk.ordered {

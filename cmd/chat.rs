@@ -2,10 +2,10 @@
 
 use anyhow::{bail, Context};
 use chordal::chat::client::{fetch_history, follow, Event, Follow, Route, Sender};
-use chordal::chat::onion::MAX_HOPS;
-use chordal::chat::room::{Message, Room, MAX_NICK};
 use chordal::chat::screen::{clean, clock, Action, Screen};
-use chordal::data::wall_ms;
+use chordal::clock::wall_ms;
+use chordal::room::onion::MAX_HOPS;
+use chordal::room::{Message, Room, MAX_NICK};
 use clap::Args;
 use std::io::IsTerminal;
 use std::path::PathBuf;

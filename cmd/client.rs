@@ -1,7 +1,7 @@
 //! The client subcommands: put, get, delete, repair and bench.
 
 use anyhow::{bail, Context};
-use chordal::data::printable;
+use chordal::error::printable;
 use chordal::loadgen::{self, Mix, RingTarget, Workload};
 use chordal::rpc::ApiConn;
 use clap::Args;
@@ -264,7 +264,7 @@ pub async fn repair(args: RepairArgs) -> anyhow::Result<()> {
             .iter()
             .filter(|r| r.error.is_none() && r.stats.in_sync())
             .count(),
-        chordal::data::human_bytes(bytes)
+        chordal::error::human_bytes(bytes)
     );
     if failed > 0 {
         bail!("{failed} of {} rounds failed", reports.len());

@@ -5,8 +5,9 @@ mod chat;
 mod client;
 
 use anyhow::{bail, Context};
-use chordal::admin::{walk_ring, RingWalk};
-use chordal::node::{self, NodeConfig};
+use chordal::node::NodeConfig;
+use chordal::ops::launch::{Launch, Log};
+use chordal::ops::walk::{walk_ring, RingWalk};
 use chordal::replica::ReplicationConfig;
 use chordal::ring;
 use chordal::rpc::ApiConn;
@@ -347,10 +348,10 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
             anti_entropy_interval: args.anti_entropy_interval,
             tombstone_grace: args.tombstone_grace,
         },
-        admin: args
-            .admin_port
-            .map(|port| std::net::SocketAddr::new(args.admin_host, port)),
     };
+    let admin = args
+        .admin_port
+        .map(|port| std::net::SocketAddr::new(args.admin_host, port));
     config.validate()?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
@@ -365,7 +366,7 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         config.vnodes,
         data_dir.display()
     );
-    node::run(config, listener, shutdown_signal()).await?;
+    chordal::ops::run(config, admin, listener, shutdown_signal()).await?;
     eprintln!("chordal: node {advertise} left the ring");
     Ok(())
 }
@@ -528,24 +529,22 @@ async fn local_ring(
     let mut children = Vec::new();
     for index in 0..nodes {
         let port = base_port + index;
-        let mut command = tokio::process::Command::new(&exe);
-        command
-            .arg("--port")
-            .arg(port.to_string())
-            .arg("--bootstrap")
-            .arg(&bootstrap)
-            .arg("--vnodes")
-            .arg(vnodes.to_string())
-            .arg("--data-dir")
-            .arg(root.join(format!("127.0.0.1-{port}")))
-            .kill_on_drop(true);
+        let mut launch = Launch::new(
+            &exe,
+            port,
+            &bootstrap,
+            &root.join(format!("127.0.0.1-{port}")),
+        )
+        .vnodes(vnodes);
         if verbose > 0 {
-            command.arg(format!("-{}", "v".repeat(verbose as usize)));
+            launch = launch.args(&[format!("-{}", "v".repeat(verbose as usize))]);
         }
-        let child = command
+        // The nodes log to this terminal, as a node started by hand does.
+        let child = launch
+            .log_to(Log::Inherit)
             .spawn()
             .with_context(|| format!("cannot start node on port {port}"))?;
-        children.push((format!("127.0.0.1:{port}"), child));
+        children.push(child);
         if index == 0 {
             // Let the bootstrap node start its ring before the others knock.
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -555,8 +554,12 @@ async fn local_ring(
         "local ring of {nodes} nodes ({vnodes} virtual nodes each), data in {}:",
         root.display()
     );
-    for (addr, child) in &children {
-        println!("  {addr}  (pid {})", child.id().unwrap_or_default());
+    for child in &children {
+        println!(
+            "  {}  (pid {})",
+            child.addr,
+            child.pid().unwrap_or_default()
+        );
     }
     println!("try: chordal ring --via {bootstrap}");
     println!(
@@ -582,31 +585,28 @@ async fn local_ring(
                 }
             }
         }
-        for (addr, child) in &mut children {
+        for child in &mut children {
             if let Ok(Some(status)) = child.try_wait() {
-                eprintln!("chordal: node {addr} exited ({status})");
+                eprintln!("chordal: node {} exited ({status})", child.addr);
             }
         }
-        children.retain_mut(|(_, child)| !matches!(child.try_wait(), Ok(Some(_))));
+        children.retain(|child| child.is_running());
     }
     println!("stopping {} nodes", children.len());
-    for (_, child) in &children {
-        if let Some(pid) = child.id() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
+    for child in &children {
+        child.signal_term().ok();
     }
-    for (addr, mut child) in children {
-        match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
-            Ok(Ok(status)) if status.success() => {}
-            Ok(Ok(status)) => eprintln!("chordal: node {addr} exited with {status}"),
-            _ => {
-                eprintln!("chordal: node {addr} did not stop in time; killing it");
-                child.kill().await.ok();
+    // Each node leaves the ring and exits; waited for off the runtime.
+    let stopped = tokio::task::spawn_blocking(move || {
+        for mut child in children {
+            let addr = child.addr.clone();
+            match child.wait_for_exit(Duration::from_secs(10)) {
+                Ok(status) if status.success() => {}
+                Ok(status) => eprintln!("chordal: node {addr} exited with {status}"),
+                Err(error) => eprintln!("chordal: node {addr}: {error}; killed it"),
             }
         }
-    }
+    });
+    stopped.await.ok();
     Ok(())
 }

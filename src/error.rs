@@ -1,5 +1,8 @@
 //! The library's one error type, with variants that mean something to the
-//! caller, and their mapping to gRPC status codes.
+//! caller, and the helpers that put keys and sizes into messages.
+//!
+//! Depends on nothing in the crate, and on no network type: the mapping to
+//! and from gRPC status codes lives at the edge (`rpc::status`).
 
 /// What went wrong, in terms a caller can act on.
 #[derive(Debug, thiserror::Error)]
@@ -11,6 +14,11 @@ pub enum Error {
     /// The thing asked for does not exist.
     #[error("not found: {0}")]
     NotFound(String),
+    /// The addressed member is not ready for this yet (a hand-off asked of
+    /// an old owner that has not yet seen its new predecessor); asking again
+    /// later will succeed.
+    #[error("not ready: {0}")]
+    NotReady(String),
     /// A node needed for the answer could not be reached, or this node is
     /// not (yet, or any more) in a ring; retrying later may help.
     #[error("unavailable: {0}")]
@@ -25,37 +33,49 @@ pub enum Error {
     Config(String),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
-    #[error("transport: {0}")]
-    Transport(#[from] tonic::transport::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-impl From<Error> for tonic::Status {
-    fn from(error: Error) -> tonic::Status {
-        match error {
-            Error::InvalidArgument(message) => tonic::Status::invalid_argument(message),
-            Error::NotFound(message) => tonic::Status::not_found(message),
-            Error::Unavailable(message) | Error::Quorum(message) => {
-                tonic::Status::unavailable(message)
-            }
-            other => tonic::Status::internal(other.to_string()),
+/// A key for messages: as text when it is printable, else in hex.
+pub fn printable(key: &[u8]) -> String {
+    match std::str::from_utf8(key) {
+        Ok(text) if text.chars().all(|c| !c.is_control()) && text.len() <= 64 => {
+            format!("{text:?}")
+        }
+        _ => {
+            let hex: String = key.iter().take(32).map(|b| format!("{b:02x}")).collect();
+            let more = if key.len() > 32 { "…" } else { "" };
+            format!("0x{hex}{more} ({} bytes)", key.len())
         }
     }
 }
 
-impl From<tonic::Status> for Error {
-    fn from(status: tonic::Status) -> Error {
-        let message = status.message().to_string();
-        match status.code() {
-            tonic::Code::InvalidArgument => Error::InvalidArgument(message),
-            // A message over the receiver's size limit.
-            tonic::Code::ResourceExhausted | tonic::Code::OutOfRange => {
-                Error::InvalidArgument(format!("the request is too large: {message}"))
-            }
-            tonic::Code::NotFound => Error::NotFound(message),
-            tonic::Code::Unavailable => Error::Unavailable(message),
-            code => Error::Unavailable(format!("{code:?}: {message}")),
-        }
+/// `1.5 MiB`-style sizes for logs.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_print_as_text_when_printable_and_hex_otherwise() {
+        assert_eq!(printable(b"hello"), "\"hello\"");
+        assert_eq!(printable(&[0, 255]), "0x00ff (2 bytes)");
+        assert_eq!(human_bytes(10), "10 B");
+        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
     }
 }

@@ -19,7 +19,7 @@ use std::fmt;
 
 /// The first bytes of a chat room message's key: `ROOM_KEY_PREFIX`, the
 /// room's 32-byte location, the message's send time (8 bytes, big-endian
-/// milliseconds) and its 16-byte id. See `chat::room`.
+/// milliseconds) and its 16-byte id. See `room`.
 pub const ROOM_KEY_PREFIX: &[u8] = b"\0room\0";
 /// The length of a room message's key.
 pub const ROOM_KEY_LEN: usize = ROOM_KEY_PREFIX.len() + 32 + 8 + 16;

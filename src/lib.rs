@@ -1,36 +1,41 @@
 //! Chordal: a peer-to-peer key-value store on a Chord ring that stays correct.
 //!
-//! The library is layered so that every protocol decision can be tested
-//! without a network:
+//! The library is layered; a module uses only what is below it, and the
+//! layer that decides defines the traits it needs, which the edge
+//! implements (the test `tests/layers.rs` fails on any import that points
+//! up). Bottom to top:
 //!
-//! * [`id`]: identifiers on the 2^64 circle and interval arithmetic.
+//! * [`id`], [`clock`], [`error`]: identifiers on the 2^64 circle and
+//!   interval arithmetic; time as an input; the one error type.
 //! * [`ring`]: the corrected Chord protocol as a pure state machine.
-//! * [`sim`]: a deterministic simulator of many hosts, with loss, delay,
-//!   crashes and partitions, and the checks of the ring's invariants.
-//! * [`rpc`]: the gRPC edge; the only module that sees protobuf types.
-//! * [`store`]: records laid out by ring position, on RocksDB or in memory.
-//! * [`sync`]: the digest tree every store keeps, and the anti-entropy
-//!   round that finds and repairs what two replicas disagree on.
-//! * [`data`]: keys at their owners, routed requests, and the hand-off of
-//!   arcs when members join and leave.
-//! * [`replica`]: preference lists, quorums, and hints for replicas that
-//!   could not be reached.
-//! * [`chat`]: anonymous chat rooms, sealed end to end, on the store.
-//! * [`loadgen`]: the workload runner behind `chordal bench`.
-//! * [`node`]: the runtime that drives one process's state machine over
-//!   the network.
+//! * [`store`]: records laid out by ring position, on RocksDB or in memory,
+//!   with the digest tree of everything held.
+//! * [`sync`], [`replica`], [`room`]: the anti-entropy round as a state
+//!   machine; preference lists, quorums and the hint store; chat rooms'
+//!   sealing and onion layers.
+//! * [`data`]: the data path (coordinator, quorums, hand-off, anti-entropy
+//!   driving), reaching the ring and other processes through its `Router`
+//!   and `Peers` traits; no network types.
+//! * [`rpc`] and [`sim`]: the two implementations of those traits. `rpc`
+//!   is the gRPC edge and the only module that sees protobuf; `sim` is a
+//!   deterministic simulator of many hosts, with loss, delay, crashes and
+//!   partitions, that runs the ring protocol and the shipped data path.
+//! * [`node`]: one process's runtime: wiring, the ring task, one shutdown.
+//! * [`ops`]: the admin port (metrics, dashboard) and the ring walk.
+//! * [`chat`], [`loadgen`]: the chat client and screen; the workload
+//!   runner behind `chordal bench`.
 
-pub mod admin;
 pub mod chat;
-pub mod dashboard;
+pub mod clock;
 pub mod data;
 pub mod error;
 pub mod id;
 pub mod loadgen;
-pub mod metrics;
 pub mod node;
+pub mod ops;
 pub mod replica;
 pub mod ring;
+pub mod room;
 pub mod rpc;
 pub mod sim;
 pub mod store;

@@ -5,7 +5,7 @@
 
 mod common;
 
-use chordal::chat::room::Room;
+use chordal::room::Room;
 use chordal::store::{Engine, RocksEngine};
 use common::*;
 use std::io::{BufRead, BufReader, Write};

@@ -2,11 +2,11 @@
 //! killed when dropped, and their memory.
 #![allow(dead_code)] // each benchmark uses a different part
 
-use chordal::admin::walk_ring;
 use chordal::loadgen::{self, Kind, Target, Workload};
+use chordal::ops::launch::{Launch, Log, NodeProcess};
+use chordal::ops::walk::walk_ring;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,16 +14,7 @@ pub const CHORDAL: &str = env!("CARGO_BIN_EXE_chordal");
 
 /// Node processes, killed when dropped.
 #[derive(Default)]
-pub struct Nodes(pub Vec<Child>);
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            child.kill().ok();
-            child.wait().ok();
-        }
-    }
-}
+pub struct Nodes(pub Vec<NodeProcess>);
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -40,11 +31,12 @@ pub fn spawn_node(
     data_dir: &Path,
     vnodes: u32,
     log: Option<&Path>,
-) -> Child {
+) -> NodeProcess {
     spawn_node_with(port, bootstrap, data_dir, vnodes, log, &[])
 }
 
-/// [`spawn_node`] with `extra` arguments after the usual ones.
+/// [`spawn_node`] with `extra` arguments after the usual ones (started by
+/// the library's one launcher, [`chordal::ops::launch`]).
 pub fn spawn_node_with(
     port: u16,
     bootstrap: &str,
@@ -52,34 +44,21 @@ pub fn spawn_node_with(
     vnodes: u32,
     log: Option<&Path>,
     extra: &[&str],
-) -> Child {
-    let stderr = match log {
-        Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
-        None => Stdio::null(),
-    };
-    Command::new(CHORDAL)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bootstrap",
-            bootstrap,
-            "--vnodes",
-            &vnodes.to_string(),
-        ])
-        .args([
+) -> NodeProcess {
+    let mut launch = Launch::new(CHORDAL, port, bootstrap, data_dir)
+        .vnodes(vnodes)
+        .args(&[
             "--stabilize-interval",
             "200ms",
             "--fix-fingers-interval",
             "50ms",
             "-v",
         ])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .expect("chordal starts")
+        .args(extra);
+    if let Some(log) = log {
+        launch = launch.log_to(Log::File(log.to_path_buf()));
+    }
+    launch.spawn().expect("chordal starts")
 }
 
 /// Waits until the ring seen from `via` is whole with `members` members.

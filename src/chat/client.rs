@@ -1,10 +1,9 @@
 //! A chat client's side of the ring: following a room (its history, then
 //! live messages, across the death of the room's owner) and sending to it.
 
-use super::onion::{wrap, Relay};
-use super::room::{message_key, Message, Room};
-use super::RecentKeys;
-use crate::data::wall_ms;
+use crate::clock::wall_ms;
+use crate::room::onion::{wrap, Relay};
+use crate::room::{message_key, Message, RecentKeys, Room};
 use crate::rpc::ApiConn;
 use crate::{Error, Result};
 use std::collections::{HashSet, VecDeque};
@@ -401,7 +400,7 @@ pub async fn discover_relays(
                 // A relay is named in a layer by its address: one that is
                 // not a plain HOST:PORT of at most 255 bytes, or that is
                 // already known under that name, is not used.
-                let usable = crate::rpc::validate_addr(&info.addr).is_ok()
+                let usable = crate::ring::validate_addr(&info.addr).is_ok()
                     && info.addr.len() <= 255
                     && relays.iter().all(|r: &Relay| r.addr != info.addr);
                 if let (Some(key), true) = (info.onion_key, usable) {

@@ -5,7 +5,7 @@
 //! arriving while the user types never garbles the input line.
 
 use super::client::Event;
-use super::room::{Message, MAX_NICK, MAX_TEXT};
+use crate::room::{Message, MAX_NICK, MAX_TEXT};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Color, Modifier, Style};
@@ -77,7 +77,7 @@ impl Screen {
             status: "finding the room".into(),
         };
         screen.notice(
-            crate::data::wall_ms(),
+            crate::clock::wall_ms(),
             "commands: /nick NAME, /who, /history N, /quit (PageUp/PageDown scroll)",
         );
         screen
@@ -363,7 +363,7 @@ mod tests {
     fn message(nick: &str, at: u64, text: &str) -> Message {
         Message {
             id: [at as u8; 16],
-            sent_at_ms: crate::data::wall_ms() + 60_000 + at,
+            sent_at_ms: crate::clock::wall_ms() + 60_000 + at,
             nick: nick.into(),
             text: text.into(),
         }

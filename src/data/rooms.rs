@@ -1,9 +1,9 @@
 //! Chat rooms on a running node: the messages of a room held here (as its
 //! owner or a replica), and a feed of those stored here as they arrive,
 //! for `Api.Watch`. The node sees only room locations and sealed values
-//! (see [`crate::chat::room`]).
+//! (see [`crate::room`]).
 
-use super::{wall_ms, Data, Entry};
+use super::{DataNode, Entry};
 use crate::error::Result;
 use crate::id::{split_room_key, Id};
 use tokio::sync::{broadcast, mpsc};
@@ -14,19 +14,34 @@ pub const MAX_HISTORY: usize = 1000;
 /// the room from the store.
 pub const FEED_CAPACITY: usize = 1024;
 
-impl Data {
-    /// Hands `entry` to the room's watchers on this process, if it is a
-    /// live room message.
-    pub(super) fn publish_room_message(&self, entry: &Entry) {
-        if !entry.record.tombstone
-            && split_room_key(&entry.key).is_some()
-            && self.room_feed.receiver_count() > 0
-        {
-            // No receiver left is not an error.
-            let _ = self.room_feed.send(entry.clone());
+/// Chat room messages as they are stored here, for watchers.
+pub(crate) struct RoomFeed {
+    sender: broadcast::Sender<Entry>,
+}
+
+impl Default for RoomFeed {
+    fn default() -> RoomFeed {
+        RoomFeed {
+            sender: broadcast::channel(FEED_CAPACITY).0,
         }
     }
+}
 
+impl RoomFeed {
+    /// Hands `entry` to the room's watchers on this process, if it is a
+    /// live room message.
+    pub(crate) fn publish(&self, entry: &Entry) {
+        if !entry.record.tombstone
+            && split_room_key(&entry.key).is_some()
+            && self.sender.receiver_count() > 0
+        {
+            // No receiver left is not an error.
+            let _ = self.sender.send(entry.clone());
+        }
+    }
+}
+
+impl DataNode {
     /// The messages of the room at `location` held here, unexpired and
     /// sent at or after `since_ms`, in send order: the last `limit`.
     pub fn room_history(
@@ -36,14 +51,14 @@ impl Data {
         limit: usize,
     ) -> Result<Vec<Entry>> {
         let (low, high) = Id::room_range(location);
-        let now = wall_ms();
+        let now = self.wall_ms();
         // The latest `limit` so far, by key: keys of one room sort by send
         // time, then id. Never more than `limit` held, however big the room.
         let mut found: std::collections::BTreeMap<Vec<u8>, crate::store::Record> =
             std::collections::BTreeMap::new();
         self.store
             .visit_ids_while(low.0, high.0, |key, record| {
-                let ours = crate::chat::room::parse_key(key)
+                let ours = crate::room::parse_key(key)
                     .is_some_and(|(at, sent_at_ms, _)| at == *location && sent_at_ms >= since_ms);
                 if ours && !record.tombstone && !record.is_expired(now) && limit > 0 {
                     found.insert(key.to_vec(), record);
@@ -71,10 +86,10 @@ impl Data {
     ) -> mpsc::Receiver<Result<Entry>> {
         let (sender, receiver) = mpsc::channel(64);
         // Subscribed before the history is read: nothing falls between.
-        let mut feed = self.room_feed.subscribe();
+        let mut feed = self.room_feed.sender.subscribe();
         let data = self.clone();
-        tokio::spawn(async move {
-            let mut sent = crate::chat::RecentKeys::default();
+        self.spawn(async move {
+            let mut sent = crate::room::RecentKeys::default();
             let mut backlog = match data
                 .clone()
                 .history_blocking(location, since_ms, history)
@@ -93,6 +108,7 @@ impl Data {
                     }
                 }
                 let entry = tokio::select! {
+                    biased;
                     _ = sender.closed() => return,
                     received = feed.recv() => received,
                 };
@@ -131,8 +147,7 @@ impl Data {
         since_ms: u64,
         limit: usize,
     ) -> Result<Vec<Entry>> {
-        tokio::task::spawn_blocking(move || self.room_history(&location, since_ms, limit))
-            .await
-            .map_err(|e| crate::Error::Unavailable(format!("reading the room failed: {e}")))?
+        self.store_work(move |data| data.room_history(&location, since_ms, limit))
+            .await?
     }
 }

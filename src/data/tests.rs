@@ -2,27 +2,116 @@
 //! set by hand.
 
 use super::*;
-use crate::ring::{Request, Response};
-use crate::rpc::{pb, ProcessInfo};
+use crate::clock::wall_ms;
+use crate::id::between_open_closed;
+use crate::ring::LookupOutcome;
+use crate::store::{RocksEngine, BATCH_RECORDS};
+use crate::sync::{ArcRange, SyncRequest};
+use futures::StreamExt;
+use std::collections::BTreeMap;
 
 /// A router that knows nothing: these tests call the owner side directly.
 struct NoRouter;
 
-#[tonic::async_trait]
-impl NodeApi for NoRouter {
-    async fn request(&self, _: Option<Id>, _: Request) -> Result<Response> {
-        Ok(Response::NotMember)
-    }
+#[async_trait::async_trait]
+impl Router for NoRouter {
     async fn lookup(&self, _: Id) -> Result<LookupOutcome> {
-        Err(Error::Unavailable("no ring in this test".into()))
-    }
-    async fn describe(&self) -> Result<ProcessInfo> {
         Err(Error::Unavailable("no ring in this test".into()))
     }
 }
 
+/// Other processes, called in this process: each address is a data node
+/// registered here, answering through the same `serve_*` side as over
+/// gRPC. An address nobody registered does not answer. The first fetch
+/// of each source can be made to break off after one batch.
+#[derive(Default)]
+struct Direct {
+    nodes: Mutex<BTreeMap<String, Arc<DataNode>>>,
+    break_first_fetch: bool,
+    fetches: Mutex<Vec<Option<Vec<u8>>>>,
+}
+
+impl Direct {
+    fn node(&self, addr: &str) -> Result<Arc<DataNode>> {
+        self.nodes
+            .lock()
+            .unwrap()
+            .get(addr)
+            .cloned()
+            .ok_or_else(|| Error::Unavailable(format!("{addr} does not answer")))
+    }
+}
+
+#[async_trait::async_trait]
+impl Peers for Direct {
+    async fn write(&self, to: &NodeRef, op: &WriteOp) -> Result<WriteAnswer> {
+        self.node(&to.addr)?.serve_write(to.id, op.clone()).await
+    }
+    async fn read(
+        &self,
+        to: &NodeRef,
+        key: &[u8],
+        raw: bool,
+        read_quorum: u32,
+    ) -> Result<ReadAnswer> {
+        self.node(&to.addr)?
+            .serve_read(to.id, key, raw, read_quorum)
+            .await
+    }
+    async fn replicate(
+        &self,
+        to: &NodeRef,
+        entries: &[Entry],
+        hint_for: Option<&NodeRef>,
+    ) -> Result<u64> {
+        self.node(&to.addr)?.serve_replicate(entries, hint_for)
+    }
+    async fn forget(&self, to: &NodeRef, tombstones: &[Entry]) -> Result<u64> {
+        self.node(&to.addr)?.serve_forget(tombstones)
+    }
+    async fn sync(&self, to: &NodeRef, _: ArcRange, request: SyncRequest) -> Result<SyncExchange> {
+        let reply = self.node(&to.addr)?.serve_sync(request).await?;
+        Ok(SyncExchange {
+            reply,
+            bytes_sent: 0,
+            bytes_received: 0,
+        })
+    }
+    async fn state(&self, of: &NodeRef) -> Result<(Option<NodeRef>, Vec<NodeRef>)> {
+        Err(Error::Unavailable(format!("{of}: no ring in this test")))
+    }
+    async fn fetch(
+        &self,
+        source: &NodeRef,
+        from: Id,
+        to: Id,
+        after: Option<Vec<u8>>,
+    ) -> Result<BatchStream> {
+        let first = {
+            let mut fetches = self.fetches.lock().unwrap();
+            fetches.push(after.clone());
+            fetches.len() == 1
+        };
+        let stream = self
+            .node(&source.addr)?
+            .serve_fetch(source.id, from, to, after)
+            .await?;
+        if !(first && self.break_first_fetch) {
+            return Ok(stream);
+        }
+        let broken = stream.take(1).chain(futures::stream::once(async {
+            Err(Error::Unavailable("connection reset (injected)".into()))
+        }));
+        Ok(Box::pin(broken))
+    }
+    async fn absorb(&self, target: &NodeRef, batches: BatchStream) -> Result<()> {
+        self.node(&target.addr)?.serve_absorb(batches).await?;
+        Ok(())
+    }
+}
+
 struct Fixture {
-    data: Arc<Data>,
+    data: Arc<DataNode>,
     members: watch::Sender<Membership>,
     _dir: tempfile::TempDir,
 }
@@ -43,8 +132,14 @@ fn fixture(members: Vec<LocalMember>) -> Fixture {
 }
 
 fn fixture_at(addr: &str, members: Vec<LocalMember>) -> Fixture {
+    fixture_with(addr, members, Arc::new(Direct::default()))
+}
+
+fn fixture_with(addr: &str, members: Vec<LocalMember>, peers: Arc<Direct>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(RocksEngine::open(dir.path()).unwrap()).unwrap();
+    let engine = RocksEngine::open(dir.path()).unwrap();
+    let hints: SharedEngine = Arc::new(engine.hints());
+    let store = Store::new(engine).unwrap().into_shared();
     let (sender, receiver) = watch::channel(Arc::new(members));
     // One copy: these tests are about a single process's decisions.
     let config = DataConfig {
@@ -56,7 +151,15 @@ fn fixture_at(addr: &str, members: Vec<LocalMember>) -> Fixture {
         },
         ..DataConfig::new(100, Duration::from_millis(200))
     };
-    let data = Data::new(store, config, addr.into(), receiver, Arc::new(NoRouter)).unwrap();
+    let wiring = Wiring {
+        addr: addr.into(),
+        members: receiver,
+        router: Arc::new(NoRouter),
+        peers,
+        clock: Clock::System,
+        seed: 1,
+    };
+    let data = DataNode::new(store, hints, config, wiring).unwrap();
     Fixture {
         data: Arc::new(data),
         members: sender,
@@ -224,7 +327,7 @@ async fn a_fetch_waits_for_the_hand_over_and_resumes_after_the_last_key() {
         }
     }
     let refused = f.data.serve_fetch(Id(high), Id(low), Id(mid), None).await;
-    assert_eq!(refused.unwrap_err().code(), tonic::Code::FailedPrecondition);
+    assert!(matches!(refused, Err(Error::NotReady(_))));
 
     // `mid` joined and notified `high`: (low, mid] is now mid's.
     f.members
@@ -245,7 +348,7 @@ async fn a_fetch_waits_for_the_hand_over_and_resumes_after_the_last_key() {
         .serve_fetch(Id(high), Id(low), Id(mid), None)
         .await
         .unwrap();
-    let first = stream.recv().await.unwrap().unwrap();
+    let first = stream.next().await.unwrap().unwrap();
     assert!(!first.is_empty() && first.len() <= BATCH_RECORDS);
     received.extend(
         first
@@ -259,7 +362,7 @@ async fn a_fetch_waits_for_the_hand_over_and_resumes_after_the_last_key() {
         .serve_fetch(Id(high), Id(low), Id(mid), Some(after))
         .await
         .unwrap();
-    while let Some(batch) = stream.recv().await {
+    while let Some(batch) = stream.next().await {
         let batch = batch.unwrap();
         for entry in batch {
             assert_eq!(entry.record.value, entry.key);
@@ -272,25 +375,16 @@ async fn a_fetch_waits_for_the_hand_over_and_resumes_after_the_last_key() {
 #[tokio::test]
 async fn a_member_still_receiving_its_arc_serves_no_fetch_of_its_own() {
     let f = fixture(vec![member(1 << 63, Some(1 << 62))]);
-    f.data.pending.lock().unwrap().insert(
-        Id(1 << 63),
-        Pending {
-            source: NodeRef::new(Id(9), "127.0.0.1:9"),
-        },
-    );
+    f.data
+        .handoffs
+        .state()
+        .sources
+        .insert(Id(1 << 63), NodeRef::new(Id(9), "127.0.0.1:9"));
     let refused = f
         .data
         .serve_fetch(Id(1 << 63), Id(1 << 60), Id(1 << 61), None)
         .await;
-    assert_eq!(refused.unwrap_err().code(), tonic::Code::FailedPrecondition);
-}
-
-#[test]
-fn keys_print_as_text_when_printable_and_hex_otherwise() {
-    assert_eq!(printable(b"hello"), "\"hello\"");
-    assert_eq!(printable(&[0, 255]), "0x00ff (2 bytes)");
-    assert_eq!(human_bytes(10), "10 B");
-    assert_eq!(human_bytes(3 << 20), "3.0 MiB");
+    assert!(matches!(refused, Err(Error::NotReady(_))));
 }
 
 #[test]
@@ -302,7 +396,7 @@ fn remembered_routes_cover_their_arcs_and_newer_arcs_replace_overlapping_ones() 
         successors: vec![node(owner), node(owner + 1)],
         path: vec![],
     };
-    let routes = RouteCache::default();
+    let routes = coordinator::RouteCache::default();
     assert!(routes.find(Id(5)).is_none());
     routes.remember(&outcome(100, 200));
     routes.remember(&outcome(200, 300));
@@ -325,90 +419,25 @@ fn remembered_routes_cover_their_arcs_and_newer_arcs_replace_overlapping_ones() 
     assert!(routes.find(Id(150)).is_some());
 }
 
-/// The old owner's `Data` service, except that the first fetch breaks off
-/// after one batch; it records the resume point of every fetch.
-struct BreaksOnce {
-    inner: crate::rpc::DataService,
-    fetches: Arc<Mutex<Vec<Option<Vec<u8>>>>>,
-}
-
-#[tonic::async_trait]
-impl pb::data_server::Data for BreaksOnce {
-    async fn write(
-        &self,
-        request: tonic::Request<pb::WriteRequest>,
-    ) -> Result<tonic::Response<pb::WriteReply>, tonic::Status> {
-        self.inner.write(request).await
-    }
-
-    async fn read(
-        &self,
-        request: tonic::Request<pb::ReadRequest>,
-    ) -> Result<tonic::Response<pb::ReadReply>, tonic::Status> {
-        self.inner.read(request).await
-    }
-
-    type FetchStream = <crate::rpc::DataService as pb::data_server::Data>::FetchStream;
-
-    async fn fetch(
-        &self,
-        request: tonic::Request<pb::FetchRequest>,
-    ) -> Result<tonic::Response<Self::FetchStream>, tonic::Status> {
-        let first = {
-            let mut fetches = self.fetches.lock().unwrap();
-            fetches.push(request.get_ref().after.clone());
-            fetches.len() == 1
-        };
-        let stream = self.inner.fetch(request).await?.into_inner();
-        if !first {
-            return Ok(tonic::Response::new(stream));
-        }
-        use futures::StreamExt;
-        let broken = stream.take(1).chain(futures::stream::once(async {
-            Err(tonic::Status::unavailable("connection reset (injected)"))
-        }));
-        Ok(tonic::Response::new(Box::pin(broken)))
-    }
-
-    async fn absorb(
-        &self,
-        request: tonic::Request<tonic::Streaming<pb::RecordBatch>>,
-    ) -> Result<tonic::Response<pb::AbsorbReply>, tonic::Status> {
-        self.inner.absorb(request).await
-    }
-
-    async fn replicate(
-        &self,
-        request: tonic::Request<pb::ReplicateRequest>,
-    ) -> Result<tonic::Response<pb::ReplicateReply>, tonic::Status> {
-        self.inner.replicate(request).await
-    }
-
-    async fn sync(
-        &self,
-        request: tonic::Request<pb::SyncRequest>,
-    ) -> Result<tonic::Response<pb::SyncReply>, tonic::Status> {
-        self.inner.sync(request).await
-    }
-    async fn forget(
-        &self,
-        request: tonic::Request<pb::RecordBatch>,
-    ) -> Result<tonic::Response<pb::ForgetReply>, tonic::Status> {
-        self.inner.forget(request).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_hand_off_resumes_after_the_last_key_received() {
     let (low, mid, high) = (1u64 << 60, 1u64 << 62, 1u64 << 63);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let source_addr = listener.local_addr().unwrap().to_string();
+    let source_addr = "127.0.0.1:5".to_string();
+    let peers = Arc::new(Direct {
+        break_first_fetch: true,
+        ..Direct::default()
+    });
     // The old owner `high` has already seen `mid` as its predecessor.
     let old_owner = LocalMember {
         me: NodeRef::new(Id(high), source_addr.clone()),
         ..member(high, Some(mid))
     };
-    let source = fixture_at(&source_addr, vec![old_owner.clone()]);
+    let source = fixture_with(&source_addr, vec![old_owner.clone()], peers.clone());
+    peers
+        .nodes
+        .lock()
+        .unwrap()
+        .insert(source_addr.clone(), source.data.clone());
     let keys: Vec<String> = (0..10_000).map(|i| format!("key-{i}")).collect();
     let moved = keys_in_arc(&keys, Id(low), Id(mid));
     assert!(moved.len() > BATCH_RECORDS);
@@ -427,25 +456,15 @@ async fn an_interrupted_hand_off_resumes_after_the_last_key_received() {
         })
         .collect();
     source.data.absorb(&entries).unwrap();
-    let fetches = Arc::new(Mutex::new(Vec::new()));
-    let service = BreaksOnce {
-        inner: crate::rpc::DataService::new(source.data.clone()),
-        fetches: fetches.clone(),
-    };
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(pb::data_server::DataServer::new(service))
-            .serve_with_incoming(crate::node::incoming(listener)),
-    );
 
     let new_owner = member(mid, Some(low));
-    let target = fixture_at("127.0.0.1:2", vec![new_owner.clone()]);
+    let target = fixture_with("127.0.0.1:2", vec![new_owner.clone()], peers.clone());
     target.data.take_over(
         new_owner.me.clone(),
         old_owner.me.clone(),
         Some(NodeRef::new(Id(low), "127.0.0.1:4")),
     );
-    let started = Instant::now();
+    let started = std::time::Instant::now();
     while target.data.hand_offs_pending() > 0 {
         assert!(
             started.elapsed() < Duration::from_secs(30),
@@ -453,10 +472,8 @@ async fn an_interrupted_hand_off_resumes_after_the_last_key_received() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    server.abort();
-
     // Two fetches: the second resumed just after the first batch's last key.
-    let fetches = fetches.lock().unwrap().clone();
+    let fetches = peers.fetches.lock().unwrap().clone();
     assert_eq!(fetches.len(), 2, "{fetches:?}");
     assert_eq!(fetches[0], None);
     // (Records this small fill a batch by count, not by bytes.)
@@ -466,7 +483,7 @@ async fn an_interrupted_hand_off_resumes_after_the_last_key_received() {
     let held: Vec<String> = target
         .data
         .store()
-        .scan_arc(Id(low), Id(mid), None, usize::MAX, wall_ms())
+        .scan_arc(Id(low), Id(mid), None, usize::MAX, crate::clock::wall_ms())
         .unwrap()
         .into_iter()
         .map(|(_, record)| String::from_utf8(record.value).unwrap())
@@ -477,15 +494,12 @@ async fn an_interrupted_hand_off_resumes_after_the_last_key_received() {
 #[tokio::test]
 async fn while_the_old_owner_cannot_be_asked_a_taking_over_member_answers_unavailable() {
     let f = fixture(vec![member(5, Some(5))]);
-    let nowhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let closed = nowhere.local_addr().unwrap().to_string();
-    drop(nowhere);
-    f.data.pending.lock().unwrap().insert(
-        Id(5),
-        Pending {
-            source: NodeRef::new(Id(9), closed),
-        },
-    );
+    // Nobody answers at this address.
+    f.data
+        .handoffs
+        .state()
+        .sources
+        .insert(Id(5), NodeRef::new(Id(9), "127.0.0.1:9"));
     let read = f.data.read_as_owner(Id(5), b"k", 0).await;
     assert!(matches!(read, Err(Error::Unavailable(_))), "{read:?}");
     let write = f.data.write_as_owner(Id(5), put("k", "v")).await;

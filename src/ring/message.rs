@@ -11,6 +11,27 @@ use std::fmt;
 /// share it.
 pub type Addr = String;
 
+/// Longest accepted `host:port` address, in bytes.
+pub const MAX_ADDR_LEN: usize = 255;
+
+/// Checks that `addr` looks like `host:port`: bounded, printable, no spaces,
+/// a numeric port.
+pub fn validate_addr(addr: &str) -> Result<(), String> {
+    if addr.is_empty() || addr.len() > MAX_ADDR_LEN {
+        return Err(format!("address must be 1 to {MAX_ADDR_LEN} bytes long"));
+    }
+    if !addr.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("address must be printable ASCII without spaces".into());
+    }
+    let (host, port) = addr.rsplit_once(':').ok_or("address must be host:port")?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!(
+            "address {addr:?} must be host:port with a numeric port"
+        ));
+    }
+    Ok(())
+}
+
 /// A ring member as others see it: its identifier and the address of the
 /// process hosting it.
 #[derive(Clone, PartialEq, Eq, Hash)]

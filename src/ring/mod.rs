@@ -53,7 +53,9 @@ pub mod lookup;
 pub mod message;
 
 pub use lookup::{Lookup, LookupError, LookupOutcome, Next};
-pub use message::{Addr, NodeRef, Outgoing, Request, RequestId, Response};
+pub use message::{
+    validate_addr, Addr, NodeRef, Outgoing, Request, RequestId, Response, MAX_ADDR_LEN,
+};
 
 use crate::id::{between_open, between_open_closed, Id};
 use std::collections::{HashMap, HashSet, VecDeque};

@@ -1,10 +1,10 @@
 //! The relay's side of onion-routed chat messages (see
-//! [`crate::chat::onion`]): open this process's layer, then pass the rest
+//! [`crate::room::onion`]): open this process's layer, then pass the rest
 //! on or store the room message.
 
 use super::{pb, Pool};
-use crate::chat::onion::{Layer, OnionKey, MAX_ONION};
-use crate::data::{Data, WriteOp};
+use crate::data::{DataNode, WriteOp};
+use crate::room::onion::{Layer, OnionKey, MAX_ONION};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,17 +58,16 @@ pub fn failed_relay(message: &str) -> Option<usize> {
 /// This process as a relay: its onion key and its connections to others.
 pub struct Relayer {
     key: OnionKey,
-    pool: Pool,
+    pool: Arc<Pool>,
+    /// Bounds the rest of the circuit.
+    timeout: Duration,
 }
 
 impl Relayer {
     /// A relay with `key`; `timeout` bounds the rest of the circuit, so
     /// it should allow for several hops and a quorum write.
-    pub fn new(key: OnionKey, timeout: Duration) -> Relayer {
-        Relayer {
-            key,
-            pool: Pool::new(timeout),
-        }
+    pub fn new(key: OnionKey, pool: Arc<Pool>, timeout: Duration) -> Relayer {
+        Relayer { key, pool, timeout }
     }
 
     pub fn public_key(&self) -> [u8; 32] {
@@ -80,7 +79,7 @@ impl Relayer {
     /// passed it to or that it stored a message.
     pub async fn relay(
         &self,
-        data: &Arc<Data>,
+        data: &Arc<DataNode>,
         onion: Vec<u8>,
         from: Option<SocketAddr>,
     ) -> Result<(), Status> {
@@ -98,10 +97,12 @@ impl Relayer {
         {
             Layer::Forward { next, onion } => {
                 tracing::debug!("relay: an onion from {from} passed on to {next}");
-                let answer = pb::api_client::ApiClient::new(self.pool.channel(&next)?)
-                    .max_encoding_message_size(MAX_ONION + 1024)
-                    .relay(pb::RelayRequest { onion })
-                    .await;
+                let mut client = pb::api_client::ApiClient::new(self.pool.channel(&next)?)
+                    .max_encoding_message_size(MAX_ONION + 1024);
+                let call = client.relay(pb::RelayRequest { onion });
+                let answer = tokio::time::timeout(self.timeout, call)
+                    .await
+                    .unwrap_or_else(|_| Err(Status::deadline_exceeded("no answer in time")));
                 if let Err(status) = answer {
                     return Err(upstream_error(status, || self.pool.evict(&next)));
                 }

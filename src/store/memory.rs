@@ -18,6 +18,10 @@ impl MemoryEngine {
 }
 
 impl Engine for MemoryEngine {
+    fn blocks(&self) -> bool {
+        false
+    }
+
     fn get(&self, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
         Ok(self.entries.lock().expect("engine lock").get(key).cloned())
     }

@@ -11,6 +11,7 @@
 //! scans for hand-off, and the [`DigestTree`] of every record held, kept
 //! up to date by every write for anti-entropy.
 
+pub mod digest;
 mod memory;
 mod record;
 mod rocks;
@@ -19,8 +20,25 @@ pub use memory::MemoryEngine;
 pub use record::{DecodeError, Record, Version};
 pub use rocks::RocksEngine;
 
+/// Longest accepted user key, in bytes.
+pub const MAX_KEY_LEN: usize = 1024;
+
+/// Rejects empty and oversized keys.
+pub fn validate_key(key: &[u8]) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("the key is empty".into());
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(format!(
+            "the key is {} bytes; the limit is {MAX_KEY_LEN}",
+            key.len()
+        ));
+    }
+    Ok(())
+}
+
 use crate::id::Id;
-use crate::sync::tree::{record_digest, DigestTree};
+use digest::{record_digest, DigestTree};
 use std::sync::Mutex;
 
 /// Storage failures.
@@ -33,6 +51,13 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Every batch of records that leaves a store (a hand-off's, an
+/// anti-entropy push or pull, a hint delivery) is cut once it holds this
+/// many bytes of records (it always holds at least one record)...
+pub const BATCH_BYTES: usize = 256 * 1024;
+/// ... or this many records.
+pub const BATCH_RECORDS: usize = 1024;
 
 /// The byte-level operations a store needs from an engine.
 pub trait Engine: Send + Sync + 'static {
@@ -47,6 +72,46 @@ pub trait Engine: Send + Sync + 'static {
         end: Option<&[u8]>,
         limit: usize,
     ) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Whether calls may wait on a disk: callers then run long work on a
+    /// blocking thread. The memory engine answers at once, so the
+    /// simulator runs everything on its one thread, in a replayable order.
+    fn blocks(&self) -> bool {
+        true
+    }
+    /// Bytes of data files on disk, for metrics; 0 when there are none.
+    fn stored_bytes(&self) -> u64 {
+        0
+    }
+}
+
+/// An engine shared by a store and whoever else needs it (the hint store
+/// of the same database; a simulated process restarted on the same one).
+pub type SharedEngine = std::sync::Arc<dyn Engine>;
+
+impl<E: Engine + ?Sized> Engine for std::sync::Arc<E> {
+    fn get(&self, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+        (**self).get(key)
+    }
+    fn put(&self, key: &[u8], value: &[u8]) -> StoreResult<()> {
+        (**self).put(key, value)
+    }
+    fn delete(&self, key: &[u8]) -> StoreResult<()> {
+        (**self).delete(key)
+    }
+    fn scan(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        (**self).scan(start, end, limit)
+    }
+    fn blocks(&self) -> bool {
+        (**self).blocks()
+    }
+    fn stored_bytes(&self) -> u64 {
+        (**self).stored_bytes()
+    }
 }
 
 /// The stored key of `user_key`: its ring id, big-endian, then the key.
@@ -136,6 +201,16 @@ impl<E: Engine> Store<E> {
 
     pub fn engine(&self) -> &E {
         &self.engine
+    }
+
+    /// The same store over a shared engine (the data layer holds its store
+    /// so, whatever the engine).
+    pub fn into_shared(self) -> Store<SharedEngine> {
+        Store {
+            engine: std::sync::Arc::new(self.engine),
+            stripes: self.stripes,
+            tree: self.tree,
+        }
     }
 
     fn decode(key: &[u8], bytes: &[u8]) -> StoreResult<Record> {

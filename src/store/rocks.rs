@@ -39,18 +39,6 @@ impl RocksEngine {
     }
 
     /// The engine of the same database's hint column family.
-    /// Bytes of the database's table files and memtables, as RocksDB
-    /// counts them.
-    pub fn stored_bytes(&self) -> u64 {
-        [
-            "rocksdb.total-sst-files-size",
-            "rocksdb.cur-size-all-mem-tables",
-        ]
-        .iter()
-        .filter_map(|name| self.db.property_int_value(*name).ok().flatten())
-        .sum()
-    }
-
     pub fn hints(&self) -> RocksEngine {
         RocksEngine {
             db: self.db.clone(),
@@ -68,6 +56,18 @@ impl RocksEngine {
 }
 
 impl Engine for RocksEngine {
+    /// Bytes of the database's table files and memtables, as RocksDB
+    /// counts them.
+    fn stored_bytes(&self) -> u64 {
+        [
+            "rocksdb.total-sst-files-size",
+            "rocksdb.cur-size-all-mem-tables",
+        ]
+        .iter()
+        .filter_map(|name| self.db.property_int_value(*name).ok().flatten())
+        .sum()
+    }
+
     fn get(&self, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
         match self.column() {
             Some(column) => self.db.get_cf(column, key),

@@ -3,6 +3,7 @@
 //! what the differences cost, not what the arc holds.
 
 use super::*;
+use crate::store::digest as tree;
 use crate::store::MemoryEngine;
 use proptest::prelude::*;
 use std::collections::BTreeMap;

@@ -2,10 +2,11 @@
 //! ports, and reading the ring as `chordal ring` shows it.
 #![allow(dead_code)] // each test binary uses a different part
 
+use chordal::ops::launch::{Launch, Log, NodeProcess};
 use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -30,13 +31,26 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A node process, killed when dropped.
+/// A node process, killed when dropped (started by the library's one
+/// launcher, [`chordal::ops::launch`]).
 pub struct Node {
     pub addr: String,
     pub port: u16,
     pub data_dir: PathBuf,
-    child: Option<Child>,
+    process: NodeProcess,
 }
+
+/// The flags every test node runs with: fast maintenance, short deadlines,
+/// and a debug log.
+const TEST_FLAGS: &[&str] = &[
+    "--stabilize-interval",
+    "200ms",
+    "--fix-fingers-interval",
+    "100ms",
+    "--rpc-timeout",
+    "500ms",
+    "-vv",
+];
 
 impl Node {
     pub fn start(port: u16, bootstrap: &str, data_dir: &Path, vnodes: u32) -> Node {
@@ -52,11 +66,7 @@ impl Node {
         extra: &[&str],
     ) -> Node {
         Node::spawn(
-            Command::new(CHORDAL),
-            "127.0.0.1",
-            port,
-            bootstrap,
-            data_dir,
+            Launch::new(CHORDAL, port, bootstrap, data_dir),
             vnodes,
             extra,
         )
@@ -74,98 +84,46 @@ impl Node {
         vnodes: u32,
         extra: &[&str],
     ) -> Node {
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", netns, CHORDAL]);
-        Node::spawn(command, host, port, bootstrap, data_dir, vnodes, extra)
+        let launch = Launch::new(CHORDAL, port, bootstrap, data_dir)
+            .host(host)
+            .wrapped(&["ip", "netns", "exec", netns]);
+        Node::spawn(launch, vnodes, extra)
     }
 
-    fn spawn(
-        mut command: Command,
-        host: &str,
-        port: u16,
-        bootstrap: &str,
-        data_dir: &Path,
-        vnodes: u32,
-        extra: &[&str],
-    ) -> Node {
-        let child = command
-            .args(["--host", host])
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bootstrap",
-                bootstrap,
-                "--vnodes",
-                &vnodes.to_string(),
-            ])
-            .args([
-                "--stabilize-interval",
-                "200ms",
-                "--fix-fingers-interval",
-                "100ms",
-                "--rpc-timeout",
-                "500ms",
-            ])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("-vv")
+    fn spawn(launch: Launch, vnodes: u32, extra: &[&str]) -> Node {
+        let log = Log::File(launch.data_dir.with_extension("log"));
+        let launch = launch
+            .vnodes(vnodes)
+            .args(TEST_FLAGS)
             .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(data_dir.with_extension("log")).unwrap(),
-            ))
-            .spawn()
-            .expect("chordal starts");
+            .log_to(log);
+        let process = launch.spawn().expect("chordal starts");
         Node {
-            addr: format!("{host}:{port}"),
-            port,
-            data_dir: data_dir.to_path_buf(),
-            child: Some(child),
+            addr: launch.addr(),
+            port: launch.port,
+            data_dir: launch.data_dir.clone(),
+            process,
         }
     }
 
     /// Whether the process was started and not killed since.
     pub fn is_running(&self) -> bool {
-        self.child.is_some()
+        self.process.is_running()
     }
 
     pub fn kill_9(&mut self) {
-        let mut child = self.child.take().expect("running");
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        assert!(self.is_running(), "{} is not running", self.addr);
+        self.process.kill_9().unwrap(); // SIGKILL
     }
 
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not exit after SIGTERM",
-                self.addr
-            );
-            sleep(Duration::from_millis(50));
-        }
+        self.process
+            .terminate(Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("{}: {e}", self.addr))
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().ok();
-            child.wait().ok();
-        }
+        self.process.log_text()
     }
 }
 

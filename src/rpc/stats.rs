@@ -1,19 +1,14 @@
-//! Prometheus metrics of one process, served on the admin port
-//! (`--admin-port`, `GET /metrics`): every gRPC request it served by
-//! method and status, with its latency; lookups and their hops;
-//! stabilization rounds; records and bytes stored; anti-entropy traffic.
-//!
-//! Requests are counted by a tower layer around the whole gRPC server
+//! Every gRPC request this process serves, counted by method and status
+//! with its latency, by a tower layer around the whole server
 //! ([`GrpcMetricsLayer`]): it reads the status from the response headers
-//! (an error answered at once) or from the trailers at the end of the body.
+//! (an error answered at once) or from the trailers at the end of the
+//! body. The admin port (`ops::metrics`) exports the counts.
 
 use pin_project_lite::pin_project;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -33,121 +28,28 @@ pub struct MethodLabels {
     pub method: String,
 }
 
-/// One process's metrics.
-pub struct Metrics {
-    registry: Registry,
+/// Requests served, by method and status, and their latencies.
+#[derive(Clone, Debug)]
+pub struct RequestStats {
     pub requests: Family<RequestLabels, Counter>,
     pub request_seconds: Family<MethodLabels, Histogram>,
-    pub lookup_hops: Histogram,
-    pub stabilize_rounds: Counter,
-    pub anti_entropy_bytes: Counter,
-    pub anti_entropy_records: Counter,
-    pub records: Gauge,
-    pub stored_bytes: Gauge,
-    pub hints: Gauge,
-    pub members_joined: Gauge,
-    /// The last membership changes, for the dashboard.
-    pub events: crate::dashboard::Events,
 }
 
-impl Default for Metrics {
-    fn default() -> Metrics {
-        Metrics::new()
-    }
-}
-
-impl Metrics {
-    pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("chordal");
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "requests",
-            "gRPC requests served, by method and status",
-            requests.clone(),
-        );
-        let request_seconds = Family::<MethodLabels, Histogram>::new_with_constructor(|| {
-            // 100 µs to about 13 s.
-            Histogram::new(exponential_buckets(0.0001, 2.0, 18))
-        });
-        registry.register(
-            "request_duration_seconds",
-            "Time to answer a gRPC request (for a stream, until it ends)",
-            request_seconds.clone(),
-        );
-        let lookup_hops =
-            Histogram::new([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 16.0, 32.0]);
-        registry.register(
-            "lookup_hops",
-            "Processes asked by each lookup this process ran",
-            lookup_hops.clone(),
-        );
-        let stabilize_rounds = Counter::default();
-        registry.register(
-            "stabilize_rounds",
-            "Stabilization rounds run by this process's members",
-            stabilize_rounds.clone(),
-        );
-        let anti_entropy_bytes = Counter::default();
-        registry.register(
-            "anti_entropy_bytes",
-            "Bytes of anti-entropy requests and answers of rounds this process drove",
-            anti_entropy_bytes.clone(),
-        );
-        let anti_entropy_records = Counter::default();
-        registry.register(
-            "anti_entropy_records",
-            "Records anti-entropy rounds this process drove sent or received",
-            anti_entropy_records.clone(),
-        );
-        let records = Gauge::default();
-        registry.register(
-            "records",
-            "Records stored, tombstones included",
-            records.clone(),
-        );
-        let stored_bytes = Gauge::default();
-        registry.register(
-            "stored_bytes",
-            "Bytes of live data files in this process's RocksDB database",
-            stored_bytes.clone(),
-        );
-        let hints = Gauge::default();
-        registry.register(
-            "hints",
-            "Writes held for replicas that could not be reached",
-            hints.clone(),
-        );
-        let members_joined = Gauge::default();
-        registry.register(
-            "members_joined",
-            "This process's members that are in the ring",
-            members_joined.clone(),
-        );
-        Metrics {
-            registry,
-            requests,
-            request_seconds,
-            lookup_hops,
-            stabilize_rounds,
-            anti_entropy_bytes,
-            anti_entropy_records,
-            records,
-            stored_bytes,
-            hints,
-            members_joined,
-            events: crate::dashboard::Events::default(),
+impl Default for RequestStats {
+    fn default() -> RequestStats {
+        RequestStats {
+            requests: Family::default(),
+            request_seconds: Family::new_with_constructor(|| {
+                // 100 µs to about 13 s.
+                Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+            }),
         }
     }
+}
 
-    /// The metrics in Prometheus' text format.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String does not fail");
-        out
-    }
-
-    fn finished(&self, method: &str, code: &str, started: Instant) {
+impl RequestStats {
+    /// Counts one request of `method` answered with `code`.
+    pub fn finished(&self, method: &str, code: &str, started: Instant) {
         self.requests
             .get_or_create(&RequestLabels {
                 method: method.to_string(),
@@ -159,51 +61,6 @@ impl Metrics {
                 method: method.to_string(),
             })
             .observe(started.elapsed().as_secs_f64());
-    }
-}
-
-/// Serves the admin port on `listener` until `shutdown`: `GET /metrics`
-/// (Prometheus' text format, the gauges read afresh for every scrape) and
-/// the dashboard ([`crate::dashboard`]).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
-    data: Arc<crate::data::Data>,
-    advertise: String,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) {
-    use axum::routing::get;
-    let (metrics_for_pages, data_for_pages) = (metrics.clone(), data.clone());
-    let scrape = move || {
-        let (metrics, data) = (metrics.clone(), data.clone());
-        async move {
-            metrics.records.set(data.store().tree().root().count as i64);
-            metrics.hints.set(data.hints_held() as i64);
-            metrics
-                .stored_bytes
-                .set(data.store().engine().stored_bytes() as i64);
-            metrics.members_joined.set(data.members_joined() as i64);
-            (
-                [(
-                    http::header::CONTENT_TYPE,
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                )],
-                metrics.encode(),
-            )
-        }
-    };
-    let app = axum::Router::new()
-        .route("/metrics", get(scrape))
-        .merge(crate::dashboard::routes(
-            metrics_for_pages,
-            data_for_pages,
-            advertise,
-        ));
-    if let Err(error) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::warn!("the admin port stopped: {error}");
     }
 }
 
@@ -273,14 +130,14 @@ pub fn code_name(code: &str) -> &'static str {
     }
 }
 
-/// Counts every request of the service it wraps in [`Metrics`].
+/// Counts every request of the service it wraps in [`RequestStats`].
 #[derive(Clone)]
 pub struct GrpcMetricsLayer {
-    metrics: Arc<Metrics>,
+    metrics: Arc<RequestStats>,
 }
 
 impl GrpcMetricsLayer {
-    pub fn new(metrics: Arc<Metrics>) -> GrpcMetricsLayer {
+    pub fn new(metrics: Arc<RequestStats>) -> GrpcMetricsLayer {
         GrpcMetricsLayer { metrics }
     }
 }
@@ -298,7 +155,7 @@ impl<S> tower_layer::Layer<S> for GrpcMetricsLayer {
 #[derive(Clone)]
 pub struct GrpcMetrics<S> {
     inner: S,
-    metrics: Arc<Metrics>,
+    metrics: Arc<RequestStats>,
 }
 
 impl<S, B, R> tower_service::Service<http::Request<B>> for GrpcMetrics<S>
@@ -348,7 +205,7 @@ where
 /// the status the trailers gave, or as cancelled when the body was
 /// dropped before them (the client went away).
 struct Pending {
-    metrics: Arc<Metrics>,
+    metrics: Arc<RequestStats>,
     method: String,
     started: Instant,
     code: Option<&'static str>,
@@ -424,23 +281,5 @@ mod tests {
         assert_eq!(method_of(&format!("/a/{}", "x".repeat(100))), "other");
         assert_eq!(code_name("14"), "UNAVAILABLE");
         assert_eq!(code_name("99"), "OTHER");
-    }
-
-    #[test]
-    fn the_text_format_names_every_family() {
-        let metrics = Metrics::new();
-        metrics.finished("Api/Put", "OK", Instant::now());
-        metrics.lookup_hops.observe(2.0);
-        let text = metrics.encode();
-        for name in [
-            "chordal_requests_total{method=\"Api/Put\",code=\"OK\"} 1",
-            "chordal_request_duration_seconds_count{method=\"Api/Put\"} 1",
-            "chordal_lookup_hops_count 1",
-            "chordal_stabilize_rounds_total",
-            "chordal_anti_entropy_bytes_total",
-            "chordal_records",
-        ] {
-            assert!(text.contains(name), "{name} missing from:\n{text}");
-        }
     }
 }

@@ -1,16 +1,19 @@
 //! The owner's side of replication: copying each write to the key's
 //! replicas and waiting for the write quorum, gathering the read quorum
-//! and repairing stale replicas, and holding hints for replicas that
-//! could not be reached.
+//! and repairing stale replicas. Replicas that cannot take a copy get a
+//! hint ([`super::hints`]).
 
-use super::{store_error, Data, LocalMember};
+use super::{DataNode, LocalMember, ReadAnswer};
 use crate::error::{Error, Result};
+use crate::id::Id;
 use crate::replica::{preference_from, Preference, Quorum, Quorums, FALLBACKS};
 use crate::ring::NodeRef;
 use crate::store::{Entry, Record};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 /// How long a preference list worked out with remote calls is trusted
 /// while the owner's successor list stays the same: members further on
@@ -18,14 +21,16 @@ use tokio::sync::mpsc;
 const PREFERENCE_TTL: Duration = Duration::from_secs(5);
 /// Successor lists fetched at most to extend one preference list.
 const MAX_EXTENSIONS: usize = 8;
-/// Hints delivered per request.
-const HINT_BATCH: usize = 256;
-/// Longest pause between two attempts to deliver hints to one target.
-const MAX_HINT_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Each local member's preference list, with what it was worked out from.
+#[derive(Default)]
+pub(crate) struct PreferenceCache {
+    by_member: Mutex<BTreeMap<Id, CachedPreference>>,
+}
 
 /// A member's preference list and what it was worked out from.
 #[derive(Clone, Debug)]
-pub(super) struct CachedPreference {
+struct CachedPreference {
     successors: Vec<NodeRef>,
     /// The successor list alone named enough processes: no remote list
     /// went into the preference, so it cannot go stale on its own.
@@ -37,7 +42,7 @@ pub(super) struct CachedPreference {
 /// One replica's answer to a quorum read.
 type ReplicaRead = (NodeRef, std::result::Result<Option<Record>, String>);
 
-impl Data {
+impl DataNode {
     /// The quorum a request asked for (0: this node's default), or
     /// INVALID_ARGUMENT if it is more than `N`.
     pub(super) fn requested_quorum(&self, asked: u32, write: bool) -> Result<Quorum> {
@@ -74,10 +79,10 @@ impl Data {
                     .map(|m| m.successors)
                     .unwrap_or_default()
             } else {
-                match self.peers.successors(&last).await {
-                    Ok(list) => list,
-                    Err(status) => {
-                        tracing::debug!(member = %owner.me, asked = %last, "cannot extend the preference list: {}", status.message());
+                match self.peers.state(&last).await {
+                    Ok((_, list)) => list,
+                    Err(error) => {
+                        tracing::debug!(member = %owner.me, asked = %last, "cannot extend the preference list: {error}");
                         break;
                     }
                 }
@@ -89,15 +94,19 @@ impl Data {
             extensions += 1;
             preference = preference_from(&owner.me, &walk, wanted);
         }
-        self.preferences.lock().expect("preferences lock").insert(
-            owner.me.id,
-            CachedPreference {
-                successors: owner.successors.clone(),
-                from_successors_alone: extensions == 0 && preference.is_complete(replicas),
-                preference: preference.clone(),
-                at: Instant::now(),
-            },
-        );
+        self.preferences
+            .by_member
+            .lock()
+            .expect("preferences lock")
+            .insert(
+                owner.me.id,
+                CachedPreference {
+                    successors: owner.successors.clone(),
+                    from_successors_alone: extensions == 0 && preference.is_complete(replicas),
+                    preference: preference.clone(),
+                    at: self.clock.now(),
+                },
+            );
         preference
     }
 
@@ -106,9 +115,11 @@ impl Data {
     /// successor list alone was enough (`fresh`; otherwise any age does,
     /// for reports).
     pub(super) fn cached_preference(&self, owner: &LocalMember, fresh: bool) -> Option<Preference> {
-        let preferences = self.preferences.lock().expect("preferences lock");
+        let preferences = self.preferences.by_member.lock().expect("preferences lock");
         let cached = preferences.get(&owner.me.id)?;
-        let recent = cached.from_successors_alone || !fresh || cached.at.elapsed() < PREFERENCE_TTL;
+        let recent = cached.from_successors_alone
+            || !fresh
+            || self.clock.now().duration_since(cached.at) < PREFERENCE_TTL;
         (cached.successors == owner.successors && recent).then(|| cached.preference.clone())
     }
 
@@ -134,7 +145,7 @@ impl Data {
                 fallbacks.clone(),
                 answers.clone(),
             );
-            tokio::spawn(async move {
+            self.spawn(async move {
                 let outcome = data
                     .copy_to(&target, std::slice::from_ref(&entry), None)
                     .await;
@@ -188,109 +199,8 @@ impl Data {
         .await
         {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(status)) => Err(status.message().to_string()),
+            Ok(Err(error)) => Err(error.to_string()),
             Err(_) => Err("no answer in time".into()),
-        }
-    }
-
-    /// Leaves `entry` for `target` with the first fallback that takes it,
-    /// or, failing that, here.
-    async fn hint(&self, target: &NodeRef, entry: &Entry, fallbacks: &[NodeRef]) {
-        let entries = std::slice::from_ref(entry);
-        for fallback in fallbacks {
-            if self.copy_to(fallback, entries, Some(target)).await.is_ok() {
-                tracing::debug!(%target, holder = %fallback, "hint left");
-                return;
-            }
-        }
-        match self.hints.add(target, entry) {
-            Ok(true) => tracing::debug!(%target, "hint kept here"),
-            Ok(false) => {
-                tracing::warn!(%target, "the hint store is full; anti-entropy will repair the replica")
-            }
-            Err(error) => tracing::warn!(%target, "cannot keep a hint: {error}"),
-        }
-    }
-
-    /// Records received from another process: copies to apply, or hints
-    /// to hold for `hint_for`. Returns how many were applied or held.
-    pub fn accept_copies(&self, entries: &[Entry], hint_for: Option<&NodeRef>) -> Result<u64> {
-        let Some(target) = hint_for else {
-            return Ok(self.absorb(entries)? as u64);
-        };
-        let mut held = 0;
-        for entry in entries {
-            if !self.hints.add(target, entry).map_err(store_error)? {
-                return Err(Error::Unavailable("this node's hint store is full".into()));
-            }
-            held += 1;
-        }
-        Ok(held)
-    }
-
-    /// Hints held now.
-    pub fn hints_held(&self) -> u64 {
-        self.hints.len()
-    }
-
-    /// Tries to deliver the hints held for every target whose pause is
-    /// over; a target that answers gets all of its hints, batch by batch.
-    pub async fn deliver_hints(&self) {
-        let targets = match self.hints.targets() {
-            Ok(targets) => targets,
-            Err(error) => {
-                tracing::warn!("cannot read the hints: {error}");
-                return;
-            }
-        };
-        for addr in targets {
-            let due = self
-                .hint_backoff
-                .lock()
-                .expect("backoff lock")
-                .get(&addr)
-                .is_none_or(|(next, _)| Instant::now() >= *next);
-            if !due {
-                continue;
-            }
-            let mut delivered = 0;
-            loop {
-                let batch = match self.hints.batch(&addr, HINT_BATCH) {
-                    Ok(batch) if !batch.is_empty() => batch,
-                    Ok(_) => break,
-                    Err(error) => {
-                        tracing::warn!("cannot read the hints for {addr}: {error}");
-                        break;
-                    }
-                };
-                let entries: Vec<Entry> = batch.iter().map(|h| h.entry.clone()).collect();
-                if self
-                    .copy_to(&batch[0].target, &entries, None)
-                    .await
-                    .is_err()
-                {
-                    let mut backoff = self.hint_backoff.lock().expect("backoff lock");
-                    let pause = backoff
-                        .get(&addr)
-                        .map_or(Duration::from_secs(1), |(_, pause)| {
-                            (*pause * 2).min(MAX_HINT_BACKOFF)
-                        });
-                    backoff.insert(addr.clone(), (Instant::now() + pause, pause));
-                    break;
-                }
-                if let Err(error) = self.hints.remove(&batch) {
-                    tracing::warn!("cannot forget delivered hints: {error}");
-                    break;
-                }
-                delivered += batch.len();
-            }
-            if delivered > 0 {
-                self.hint_backoff
-                    .lock()
-                    .expect("backoff lock")
-                    .remove(&addr);
-                tracing::info!(target = %addr, "delivered {delivered} hinted writes");
-            }
         }
     }
 
@@ -303,9 +213,10 @@ impl Data {
     /// Only replicas *caught up* with the arc (a complete anti-entropy
     /// round of the arc as it is now has succeeded with them) count
     /// towards an early answer, and only as many as needed are asked.
-    /// Otherwise every replica is asked and waited for: after a crash the owner's arc has grown and a process
-    /// new to the preference list may not hold it yet, while the one
-    /// holding the last write's other copy is still in the list.
+    /// Otherwise every replica is asked and waited for: after a crash the
+    /// owner's arc has grown and a process new to the preference list may
+    /// not hold it yet, while the one holding the last write's other copy
+    /// is still in the list.
     pub(super) async fn read_replicas(
         self: &Arc<Self>,
         owner: &LocalMember,
@@ -384,7 +295,7 @@ impl Data {
         }
         let data = self.clone();
         let key = key.to_vec();
-        tokio::spawn(async move {
+        self.spawn(async move {
             // The late answers too, then repair whoever is behind.
             while let Some((target, outcome)) = answered.recv().await {
                 if let Ok(record) = outcome {
@@ -406,15 +317,15 @@ impl Data {
     ) -> usize {
         for target in targets.iter().cloned() {
             let (data, key, answers) = (self.clone(), key.to_vec(), answers.clone());
-            tokio::spawn(async move {
+            self.spawn(async move {
                 let read = tokio::time::timeout(
                     data.config.rpc_timeout,
                     data.peers.read(&target, &key, true, 0),
                 )
                 .await;
                 let outcome = match read {
-                    Ok(Ok(crate::data::ReadAnswer::Found(record))) => Ok(Some(record)),
-                    Ok(Ok(crate::data::ReadAnswer::Missing)) => Ok(None),
+                    Ok(Ok(ReadAnswer::Found(record))) => Ok(Some(record)),
+                    Ok(Ok(ReadAnswer::Missing)) => Ok(None),
                     Ok(Ok(_)) => Err("answered as if it were the owner".to_string()),
                     Ok(Err(error)) => Err(error.to_string()),
                     Err(_) => Err("no answer in time".to_string()),

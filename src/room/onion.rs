@@ -160,7 +160,7 @@ impl Layer {
                 }
                 let next = std::str::from_utf8(&rest[..len])
                     .map_err(|_| PeelError::Malformed("address is not text"))?;
-                crate::rpc::validate_addr(next)
+                crate::ring::validate_addr(next)
                     .map_err(|_| PeelError::Malformed("not a HOST:PORT address"))?;
                 Ok(Layer::Forward {
                     next: next.to_string(),
@@ -252,7 +252,7 @@ fn hop_cipher(shared: &[u8; 32], ephemeral: &[u8; 32], relay: &[u8; 32]) -> XCha
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::room::{Message, Room};
+    use crate::room::{Message, Room};
 
     fn relays(n: usize) -> (Vec<OnionKey>, Vec<Relay>) {
         let keys: Vec<OnionKey> = (0..n).map(|_| OnionKey::generate()).collect();

@@ -6,9 +6,10 @@
 //! does not close, or that goes round the circle more than once, is shown
 //! with the problem spelled out rather than hidden.
 
+use crate::data::{MemberInfo, ProcessInfo};
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::rpc::{ApiConn, MemberInfo, ProcessInfo};
+use crate::rpc::ApiConn;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 

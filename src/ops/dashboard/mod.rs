@@ -2,57 +2,29 @@
 //! process's routing state and storage (`/node`), and the JSON they are
 //! drawn from (`/api/ring`, `/api/node`), redrawn every two seconds.
 //!
-//! The ring is walked from this process (`admin::walk_ring`), so the
+//! The ring is walked from this process ([`super::walk::walk_ring`]), so the
 //! dashboard of any process shows the whole ring as seen from there.
 
-use crate::data::Data;
-use crate::metrics::Metrics;
+use crate::data::DataNode;
+use crate::node::NodeStats;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-/// Membership events kept for the dashboard.
-const MAX_EVENTS: usize = 50;
 /// Members a walk of the ring visits at most.
 const MAX_WALK: usize = 4096;
 
-/// The last membership changes of this process's members, newest last.
-#[derive(Debug, Default)]
-pub struct Events {
-    events: Mutex<VecDeque<(u64, String)>>,
-}
-
-impl Events {
-    pub fn push(&self, text: String) {
-        let mut events = self.events.lock().expect("events lock");
-        if events.len() == MAX_EVENTS {
-            events.pop_front();
-        }
-        events.push_back((crate::data::wall_ms(), text));
-    }
-
-    pub fn list(&self) -> Vec<(u64, String)> {
-        self.events
-            .lock()
-            .expect("events lock")
-            .iter()
-            .cloned()
-            .collect()
-    }
-}
-
 /// The dashboard's routes.
-pub fn routes(metrics: Arc<Metrics>, data: Arc<Data>, advertise: String) -> Router {
+pub fn routes(stats: Arc<NodeStats>, data: Arc<DataNode>, advertise: String) -> Router {
     let ring = {
-        let (metrics, advertise) = (metrics.clone(), advertise.clone());
-        move || ring_json(metrics.clone(), advertise.clone())
+        let (stats, advertise) = (stats.clone(), advertise.clone());
+        move || ring_json(stats.clone(), advertise.clone())
     };
-    let node = move || node_json(metrics.clone(), data.clone(), advertise.clone());
+    let node = move || node_json(stats.clone(), data.clone(), advertise.clone());
     Router::new()
         .route("/", get(|| async { Html(include_str!("ring.html")) }))
         .route("/node", get(|| async { Html(include_str!("node.html")) }))
@@ -72,8 +44,8 @@ fn hex(id: crate::id::Id) -> String {
     format!("{:016x}", id.0)
 }
 
-async fn ring_json(metrics: Arc<Metrics>, advertise: String) -> Response {
-    let walk = match crate::admin::walk_ring(&advertise, Duration::from_secs(3), MAX_WALK).await {
+async fn ring_json(stats: Arc<NodeStats>, advertise: String) -> Response {
+    let walk = match super::walk::walk_ring(&advertise, Duration::from_secs(3), MAX_WALK).await {
         Ok(walk) => walk,
         Err(error) => return unavailable(error),
     };
@@ -101,7 +73,7 @@ async fn ring_json(metrics: Arc<Metrics>, advertise: String) -> Response {
         .iter()
         .map(|p| json!({ "addr": p.addr, "records": p.records, "hints": p.hints }))
         .collect();
-    let events: Vec<Value> = metrics
+    let events: Vec<Value> = stats
         .events
         .list()
         .into_iter()
@@ -119,7 +91,7 @@ async fn ring_json(metrics: Arc<Metrics>, advertise: String) -> Response {
     .into_response()
 }
 
-async fn node_json(metrics: Arc<Metrics>, data: Arc<Data>, advertise: String) -> Response {
+async fn node_json(stats: Arc<NodeStats>, data: Arc<DataNode>, advertise: String) -> Response {
     let info = async {
         let mut conn = crate::rpc::ApiConn::connect(&advertise, Duration::from_secs(3)).await?;
         conn.describe().await
@@ -157,8 +129,8 @@ async fn node_json(metrics: Arc<Metrics>, data: Arc<Data>, advertise: String) ->
         "replicas": info.replicas,
         "write_quorum": info.write_quorum,
         "read_quorum": info.read_quorum,
-        "stabilize_rounds": metrics.stabilize_rounds.get(),
-        "anti_entropy_bytes": metrics.anti_entropy_bytes.get(),
+        "stabilize_rounds": stats.stabilize_rounds.get(),
+        "anti_entropy_bytes": data.stats().anti_entropy_bytes.get(),
     }))
     .into_response()
 }

@@ -18,6 +18,13 @@
 //! time or id without failing to open. The plaintext (nickname and text)
 //! is padded to a multiple of [`PAD`] bytes, so stored sizes say little
 //! about what was said.
+//!
+//! Also here: the onion layers that carry a message through relays
+//! ([`onion`]), and [`RecentKeys`], the bound on what a watch or a client
+//! remembers having sent or shown. Depends on `id` and `ring` only: the
+//! nodes (`data`, `rpc`) and the clients (`chat`) both build on it.
+
+pub mod onion;
 
 use crate::id::{split_room_key, ROOM_KEY_LEN, ROOM_KEY_PREFIX};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -219,6 +226,49 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+use std::collections::{HashSet, VecDeque};
+
+/// The most recent keys seen, up to a bound: what a watch has sent and
+/// what a client has shown, so that nothing is sent or shown twice.
+#[derive(Debug)]
+pub struct RecentKeys {
+    keys: HashSet<Vec<u8>>,
+    order: VecDeque<Vec<u8>>,
+    bound: usize,
+}
+
+impl Default for RecentKeys {
+    fn default() -> RecentKeys {
+        RecentKeys::new(16_384)
+    }
+}
+
+impl RecentKeys {
+    pub fn new(bound: usize) -> RecentKeys {
+        RecentKeys {
+            keys: HashSet::new(),
+            order: VecDeque::new(),
+            bound: bound.max(1),
+        }
+    }
+
+    /// Whether `key` is new; remembers it, forgetting the oldest past the
+    /// bound.
+    pub fn insert(&mut self, key: &[u8]) -> bool {
+        if self.keys.contains(key) {
+            return false;
+        }
+        if self.order.len() == self.bound {
+            if let Some(oldest) = self.order.pop_front() {
+                self.keys.remove(&oldest);
+            }
+        }
+        self.keys.insert(key.to_vec());
+        self.order.push_back(key.to_vec());
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,5 +372,18 @@ mod tests {
         assert!(ids.len() > 150);
         // Other keys keep their hash.
         assert_eq!(Id::of_key(b"lobby"), Id::from_hash(blake3::hash(b"lobby")));
+    }
+
+    #[test]
+    fn recent_keys_are_reported_once_and_the_oldest_forgotten_past_the_bound() {
+        let mut recent = RecentKeys::new(2);
+        assert!(recent.insert(b"a"));
+        assert!(!recent.insert(b"a"));
+        assert!(recent.insert(b"b"));
+        assert!(recent.insert(b"c"));
+        // "a" was forgotten; "b" and "c" are still known.
+        assert!(!recent.insert(b"c"));
+        assert!(!recent.insert(b"b"));
+        assert!(recent.insert(b"a"));
     }
 }

@@ -23,8 +23,8 @@
 //! defence against a hostile member, which can store any record it likes
 //! anyway (see REPLICATION.md).
 
+use super::Record;
 use crate::id::Id;
-use crate::store::Record;
 use std::sync::Mutex;
 
 /// A record's digest, or the XOR of several.
