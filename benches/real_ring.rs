@@ -9,7 +9,7 @@
 
 mod common;
 
-use chordal::rpc::ApiConn;
+use chordal::rpc::ApiClient;
 use common::*;
 use rand::{Rng, SeedableRng};
 use std::time::{Duration, Instant};
@@ -54,7 +54,7 @@ async fn main() {
     let mut conns = Vec::new();
     for addr in &addrs {
         conns.push(
-            ApiConn::connect(addr, Duration::from_secs(5))
+            ApiClient::connect(addr, Duration::from_secs(5))
                 .await
                 .unwrap(),
         );

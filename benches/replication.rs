@@ -19,7 +19,7 @@ mod common;
 
 use chordal::id::{between_open_closed, Id};
 use chordal::loadgen::{Kind, RingTarget, Target};
-use chordal::rpc::ApiConn;
+use chordal::rpc::ApiClient;
 use chordal::store::{Record, RocksEngine, Store, Version};
 use common::*;
 use std::path::Path;
@@ -68,7 +68,7 @@ async fn repair_round(dir: &Path, addr_a: &str, addr_b: &str) -> chordal::data::
     wait_for_ring(addr_a, 1).await;
     let mut b = spawn_node_with(port(addr_b), addr_a, &dir.join("b"), 1, None, &extra);
     wait_for_ring(addr_a, 2).await;
-    let mut conn = ApiConn::connect(addr_a, Duration::from_secs(600))
+    let mut conn = ApiClient::connect(addr_a, Duration::from_secs(600))
         .await
         .unwrap();
     let reports = conn.repair().await.unwrap();
@@ -153,7 +153,7 @@ async fn under_replicated(view_from: &str, keys: &[String]) -> Option<usize> {
     let mut conns = std::collections::HashMap::new();
     for member in &members {
         if !conns.contains_key(&member.addr) {
-            let conn = ApiConn::connect(&member.addr, Duration::from_secs(2))
+            let conn = ApiClient::connect(&member.addr, Duration::from_secs(2))
                 .await
                 .ok()?;
             conns.insert(member.addr.clone(), conn);
@@ -207,7 +207,7 @@ async fn recovery() {
     }
     wait_for_ring(&addrs[0], 20).await;
     let keys: Vec<String> = (0..count).map(|i| format!("recovery-{i}")).collect();
-    let mut conn = ApiConn::connect(&addrs[0], Duration::from_secs(15))
+    let mut conn = ApiClient::connect(&addrs[0], Duration::from_secs(15))
         .await
         .unwrap();
     for key in &keys {

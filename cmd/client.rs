@@ -3,7 +3,7 @@
 use anyhow::{bail, Context};
 use chordal::error::printable;
 use chordal::loadgen::{self, Mix, RingTarget, Workload};
-use chordal::rpc::ApiConn;
+use chordal::rpc::ApiClient;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{IsTerminal, Read, Write};
@@ -108,8 +108,8 @@ pub struct BenchArgs {
     timeout: Duration,
 }
 
-async fn connect(via: &Via) -> anyhow::Result<ApiConn> {
-    Ok(ApiConn::connect(&via.via, via.timeout).await?)
+async fn connect(via: &Via) -> anyhow::Result<ApiClient> {
+    Ok(ApiClient::connect(&via.via, via.timeout).await?)
 }
 
 fn read_value(args: &PutArgs) -> anyhow::Result<Vec<u8>> {
@@ -215,7 +215,7 @@ pub async fn delete(args: DeleteArgs) -> anyhow::Result<()> {
 }
 
 pub async fn repair(args: RepairArgs) -> anyhow::Result<()> {
-    let mut conn = ApiConn::connect(&args.via, args.timeout).await?;
+    let mut conn = ApiClient::connect(&args.via, args.timeout).await?;
     eprintln!(
         "repair: comparing the arcs of {} with their replicas",
         args.via

@@ -10,7 +10,7 @@ use chordal::ops::launch::{Launch, Log};
 use chordal::ops::walk::{walk_ring, RingWalk};
 use chordal::replica::ReplicationConfig;
 use chordal::ring;
-use chordal::rpc::ApiConn;
+use chordal::rpc::ApiClient;
 use clap::{ArgAction, Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -387,7 +387,7 @@ async fn shutdown_signal() {
 }
 
 async fn lookup(key: &str, via: &str, timeout: Duration) -> anyhow::Result<()> {
-    let mut conn = ApiConn::connect(via, timeout).await?;
+    let mut conn = ApiClient::connect(via, timeout).await?;
     let answer = conn.lookup(key.as_bytes()).await?;
     println!("{}", answer.owner.addr);
     println!("key      {key:?} (id {})", answer.key_id);

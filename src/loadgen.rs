@@ -6,7 +6,7 @@
 //! ring beside RocksDB called directly in-process with the same workload.
 
 use crate::error::{Error, Result};
-use crate::rpc::ApiConn;
+use crate::rpc::ApiClient;
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
 use std::fmt;
@@ -102,7 +102,7 @@ pub trait Target: Send + Sync + 'static {
 /// A ring reached through one or more nodes' client API; worker `i` uses
 /// connection `i mod n`.
 pub struct RingTarget {
-    conns: Vec<ApiConn>,
+    conns: Vec<ApiClient>,
 }
 
 impl RingTarget {
@@ -111,7 +111,7 @@ impl RingTarget {
         let mut conns = Vec::new();
         for _ in 0..per_node.max(1) {
             for addr in via {
-                conns.push(ApiConn::connect(addr, timeout).await?);
+                conns.push(ApiClient::connect(addr, timeout).await?);
             }
         }
         Ok(RingTarget { conns })

@@ -4,7 +4,7 @@
 
 mod common;
 
-use chordal::rpc::ApiConn;
+use chordal::rpc::ApiClient;
 use chordal::Error;
 use common::*;
 use rand::seq::IndexedRandom;
@@ -15,10 +15,10 @@ use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
-async fn connect_all(nodes: &[&Node]) -> Vec<ApiConn> {
+async fn connect_all(nodes: &[&Node]) -> Vec<ApiClient> {
     let mut conns = Vec::new();
     for node in nodes {
-        conns.push(ApiConn::connect(&node.addr, TIMEOUT).await.unwrap());
+        conns.push(ApiClient::connect(&node.addr, TIMEOUT).await.unwrap());
     }
     conns
 }
@@ -60,8 +60,8 @@ where
 /// Every key through every connection: the value written; and, asked the
 /// first time round, the owner named by the answer holds it in its own
 /// store.
-async fn check_every_key(conns: &[ApiConn], keys: usize) {
-    let owners = Arc::new(Mutex::new(HashMap::<String, ApiConn>::new()));
+async fn check_every_key(conns: &[ApiClient], keys: usize) {
+    let owners = Arc::new(Mutex::new(HashMap::<String, ApiClient>::new()));
     for (round, conn) in conns.iter().enumerate() {
         let conn = conn.clone();
         let owners = owners.clone();
@@ -81,7 +81,7 @@ async fn check_every_key(conns: &[ApiConn], keys: usize) {
                 let mut at_owner = match cached {
                     Some(conn) => conn,
                     None => {
-                        let conn = ApiConn::connect(&owner, TIMEOUT).await.unwrap();
+                        let conn = ApiClient::connect(&owner, TIMEOUT).await.unwrap();
                         owners.lock().unwrap().insert(owner.clone(), conn.clone());
                         conn
                     }
@@ -341,7 +341,7 @@ fn bad_requests_get_clear_errors_and_the_cli_round_trips_values() {
     // The same errors reach a library client as typed errors.
     let rt = runtime();
     rt.block_on(async {
-        let mut conn = ApiConn::connect(&addr, TIMEOUT).await.unwrap();
+        let mut conn = ApiClient::connect(&addr, TIMEOUT).await.unwrap();
         assert!(matches!(
             conn.get(b"nobody", false).await,
             Err(Error::NotFound(_))
@@ -363,7 +363,7 @@ fn a_node_outside_any_ring_answers_unavailable_with_the_reason() {
     let rt = runtime();
     let error = rt.block_on(async {
         let mut conn = loop {
-            match ApiConn::connect(&addr, TIMEOUT).await {
+            match ApiClient::connect(&addr, TIMEOUT).await {
                 Ok(conn) => break conn,
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }

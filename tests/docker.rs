@@ -194,7 +194,7 @@ fn the_compose_ring_is_healthy_and_a_restarted_node_keeps_its_data() {
     let rt = runtime();
     let keys: Vec<String> = (0..200).map(|i| format!("compose-key-{i}")).collect();
     rt.block_on(async {
-        let mut conn = chordal::rpc::ApiConn::connect(&compose.addr(0), SETTLE)
+        let mut conn = chordal::rpc::ApiClient::connect(&compose.addr(0), SETTLE)
             .await
             .unwrap();
         for key in &keys {
@@ -213,7 +213,7 @@ fn the_compose_ring_is_healthy_and_a_restarted_node_keeps_its_data() {
     rt.block_on(async {
         let deadline = Instant::now() + SETTLE;
         let mut conn = loop {
-            match chordal::rpc::ApiConn::connect(&compose.addr(2), Duration::from_secs(5)).await {
+            match chordal::rpc::ApiClient::connect(&compose.addr(2), Duration::from_secs(5)).await {
                 Ok(conn) => break conn,
                 Err(e) => assert!(Instant::now() < deadline, "{e}"),
             }
@@ -229,7 +229,7 @@ fn the_compose_ring_is_healthy_and_a_restarted_node_keeps_its_data() {
         }
     });
     let local = rt.block_on(async {
-        let mut conn = chordal::rpc::ApiConn::connect(&compose.addr(2), Duration::from_secs(5))
+        let mut conn = chordal::rpc::ApiClient::connect(&compose.addr(2), Duration::from_secs(5))
             .await
             .unwrap();
         conn.describe().await.unwrap().records
@@ -249,7 +249,7 @@ fn writer(
         let mut conns = Vec::new();
         for addr in &addrs {
             conns.push(
-                chordal::rpc::ApiConn::connect(addr, Duration::from_secs(5))
+                chordal::rpc::ApiClient::connect(addr, Duration::from_secs(5))
                     .await
                     .unwrap(),
             );
@@ -276,7 +276,7 @@ fn writer(
 fn all_readable(rt: &tokio::runtime::Runtime, addr: &str, acked: &[String]) {
     rt.block_on(async {
         let deadline = Instant::now() + SETTLE;
-        let mut conn = chordal::rpc::ApiConn::connect(addr, Duration::from_secs(5))
+        let mut conn = chordal::rpc::ApiClient::connect(addr, Duration::from_secs(5))
             .await
             .unwrap();
         for key in acked {

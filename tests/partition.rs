@@ -10,7 +10,7 @@
 
 mod common;
 
-use chordal::rpc::ApiConn;
+use chordal::rpc::ApiClient;
 use common::*;
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -163,7 +163,7 @@ fn stale_copies(
         for (i, value) in latest {
             for holder in holders(view, key(*i).as_bytes(), 3) {
                 if !conns.contains_key(&holder) {
-                    let Ok(conn) = ApiConn::connect(&holder, Duration::from_secs(5)).await else {
+                    let Ok(conn) = ApiClient::connect(&holder, Duration::from_secs(5)).await else {
                         stale += 1;
                         continue;
                     };
@@ -213,15 +213,16 @@ fn a_node_cut_off_while_writes_continue_converges_once_healed() {
 
     let mut latest = BTreeMap::new();
     // Writes `value` under key `i`; remembers it if acknowledged.
-    let write = |latest: &mut BTreeMap<u64, String>, conn: &mut ApiConn, i: u64, value: String| {
-        let key = key(i);
-        let put = conn.put(key.as_bytes(), value.clone().into_bytes(), Duration::ZERO);
-        if rt.block_on(put).is_ok() {
-            latest.insert(i, value);
-        }
-    };
+    let write =
+        |latest: &mut BTreeMap<u64, String>, conn: &mut ApiClient, i: u64, value: String| {
+            let key = key(i);
+            let put = conn.put(key.as_bytes(), value.clone().into_bytes(), Duration::ZERO);
+            if rt.block_on(put).is_ok() {
+                latest.insert(i, value);
+            }
+        };
     let mut conn = rt
-        .block_on(ApiConn::connect(&nodes[0].addr, Duration::from_secs(20)))
+        .block_on(ApiClient::connect(&nodes[0].addr, Duration::from_secs(20)))
         .unwrap();
     for i in 0..500 {
         write(&mut latest, &mut conn, i, format!("first {i}"));
@@ -268,7 +269,7 @@ fn a_node_cut_off_while_writes_continue_converges_once_healed() {
     phase("every copy of every key is the newest");
     // The node that was cut off serves the newest values.
     let mut at_rejoined = rt
-        .block_on(ApiConn::connect(&nodes[3].addr, Duration::from_secs(20)))
+        .block_on(ApiClient::connect(&nodes[3].addr, Duration::from_secs(20)))
         .unwrap();
     for (i, value) in &latest {
         let got = rt

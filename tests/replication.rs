@@ -4,7 +4,7 @@
 
 mod common;
 
-use chordal::rpc::ApiConn;
+use chordal::rpc::ApiClient;
 use chordal::Error;
 use common::*;
 use rand::seq::IndexedRandom;
@@ -25,10 +25,10 @@ fn value(i: u64) -> Vec<u8> {
         .into_bytes()
 }
 
-async fn connect(addr: &str) -> ApiConn {
+async fn connect(addr: &str) -> ApiClient {
     let deadline = Instant::now() + TIMEOUT;
     loop {
-        match ApiConn::connect(addr, TIMEOUT).await {
+        match ApiClient::connect(addr, TIMEOUT).await {
             Ok(conn) => return conn,
             Err(e) if Instant::now() > deadline => panic!("cannot connect to {addr}: {e}"),
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,

@@ -4,7 +4,7 @@
 use crate::clock::wall_ms;
 use crate::room::onion::{wrap, Relay};
 use crate::room::{message_key, Message, RecentKeys, Room};
-use crate::rpc::ApiConn;
+use crate::rpc::ApiClient;
 use crate::{Error, Result};
 use std::collections::{HashSet, VecDeque};
 use std::net::IpAddr;
@@ -59,7 +59,7 @@ pub async fn find_owner(
     let mut problems = Vec::new();
     for addr in via {
         let outcome = async {
-            let mut conn = ApiConn::connect_from(addr, timeout, from).await?;
+            let mut conn = ApiClient::connect_from(addr, timeout, from).await?;
             conn.lookup(&probe_key(room)).await
         }
         .await;
@@ -98,7 +98,7 @@ pub async fn follow(room: Room, mut follow: Follow, events: mpsc::Sender<Event>)
             }
         };
         let watched = async {
-            let mut conn = ApiConn::connect_from(&owner, follow.timeout, follow.from).await?;
+            let mut conn = ApiClient::connect_from(&owner, follow.timeout, follow.from).await?;
             conn.watch(room.location(), follow.since_ms, follow.history)
                 .await
         }
@@ -163,7 +163,7 @@ pub async fn fetch_history(
     count: u32,
 ) -> Result<(Vec<Message>, usize)> {
     let owner = find_owner(room, &follow.via, follow.timeout, follow.from).await?;
-    let mut conn = ApiConn::connect_from(&owner, follow.timeout, follow.from).await?;
+    let mut conn = ApiClient::connect_from(&owner, follow.timeout, follow.from).await?;
     let mut stream = conn.watch(room.location(), 0, count).await?;
     let (mut messages, mut skipped) = (Vec::new(), 0);
     while messages.len() + skipped < count as usize {
@@ -184,7 +184,7 @@ pub async fn fetch_history(
 pub enum Route {
     /// Straight to a node, which learns the sender's address.
     Direct,
-    /// Through a circuit of this many relays (see [`super::onion`]).
+    /// Through a circuit of this many relays (see [`crate::room::onion`]).
     Onion { hops: usize },
 }
 
@@ -205,10 +205,10 @@ pub struct Sender {
     /// The local address connections are made from (`None`: the system's).
     from: Option<IpAddr>,
     /// Direct: the connection that worked last.
-    conn: Option<ApiConn>,
+    conn: Option<ApiClient>,
     /// Onion: the relays in use, first hop first, and a connection to the
     /// first.
-    circuit: Option<(Vec<Relay>, ApiConn)>,
+    circuit: Option<(Vec<Relay>, ApiClient)>,
     /// The circuit last reported by [`Sender::circuit_changed`].
     announced: Option<Vec<String>>,
     /// The send time of the last message.
@@ -293,14 +293,15 @@ impl Sender {
             let mut conn = match (candidate, self.conn.take()) {
                 (None, Some(conn)) => conn,
                 (None, None) => continue,
-                (Some(addr), _) => match ApiConn::connect_from(addr, self.timeout, self.from).await
-                {
-                    Ok(conn) => conn,
-                    Err(error) => {
-                        problems.push(format!("{addr}: {error}"));
-                        continue;
+                (Some(addr), _) => {
+                    match ApiClient::connect_from(addr, self.timeout, self.from).await {
+                        Ok(conn) => conn,
+                        Err(error) => {
+                            problems.push(format!("{addr}: {error}"));
+                            continue;
+                        }
                     }
-                },
+                }
             };
             match conn.put(key, value.clone(), self.retention).await {
                 Ok(_) => {
@@ -362,19 +363,23 @@ impl Sender {
 
     /// Picks `hops` random relays (distinct processes, avoiding `avoid`
     /// when there are enough others) and connects to the first.
-    async fn build_circuit(&self, hops: usize, avoid: &[String]) -> Result<(Vec<Relay>, ApiConn)> {
+    async fn build_circuit(
+        &self,
+        hops: usize,
+        avoid: &[String],
+    ) -> Result<(Vec<Relay>, ApiClient)> {
         use rand::seq::SliceRandom;
         let mut relays = discover_relays(&self.via, self.timeout, self.from).await?;
         relays.shuffle(&mut rand::rng());
         relays.sort_by_key(|r| avoid.contains(&r.addr));
         relays.truncate(hops);
-        let first = ApiConn::connect_from(&relays[0].addr, self.timeout, self.from).await?;
+        let first = ApiClient::connect_from(&relays[0].addr, self.timeout, self.from).await?;
         Ok((relays, first))
     }
 }
 
 /// Processes of the ring with their onion keys: the nodes in `via`, then
-/// the processes their members name, at most [`MAX_RELAYS_KNOWN`]. Each
+/// the processes their members name, at most `MAX_RELAYS_KNOWN`. Each
 /// is asked directly (`Describe`): it learns that a client is at this
 /// address, not what it sends.
 pub async fn discover_relays(
@@ -391,7 +396,7 @@ pub async fn discover_relays(
             continue;
         }
         let described = async {
-            let mut conn = ApiConn::connect_from(&addr, timeout, from).await?;
+            let mut conn = ApiClient::connect_from(&addr, timeout, from).await?;
             conn.describe().await
         }
         .await;

@@ -82,7 +82,7 @@ pub struct ReplicaHealth {
 impl DataNode {
     /// Starts the background work of replication, which runs until the
     /// node stops: anti-entropy rounds (every `--anti-entropy-interval`,
-    /// and [`AFTER_CHANGE`] after the local members' ring state changes;
+    /// and `AFTER_CHANGE` after the local members' ring state changes;
     /// none when the interval is zero) and hint delivery.
     pub fn start_maintenance(self: &Arc<Self>) {
         let data = self.clone();

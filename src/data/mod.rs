@@ -19,7 +19,7 @@
 //!   successor list, moves on when one cannot be reached, follows the
 //!   `NotOwner` hint of a member that no longer owns the key, and retries
 //!   with a fresh lookup until the deadline. Arcs learned from lookups are
-//!   remembered ([`coordinator::RouteCache`]).
+//!   remembered (`coordinator::RouteCache`).
 //! * [`owner`]: the owner applies writes (only the owner makes versions)
 //!   and answers reads.
 //! * [`quorum`]: the owner copies each write to its replicas and waits for

@@ -6,7 +6,7 @@
 //! directory ([`data_dir`]), builds the data layer over the gRPC peers and
 //! the ring task's router, serves the `Ring`, `Api`, `Data` and
 //! `grpc.health.v1.Health` services on an already-bound listener, and
-//! starts the ring task ([`ring_task`]) that owns the process's protocol
+//! starts the ring task (`ring_task`) that owns the process's protocol
 //! state. [`Node::run_until`] runs it until a shutdown signal.
 //!
 //! Shutdown is one signal, in order: hand each member's arc to its
@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::ring::{Host, Input, LookupError, LookupOutcome, Request, Response};
 use crate::rpc::{
-    self, ApiService, DataPeer, DataService, GrpcMetricsLayer, NodeApi, Pool, Relayer,
+    self, ApiService, DataClient, DataService, GrpcMetricsLayer, NodeApi, Pool, Relayer,
     RequestStats, RingService,
 };
 use crate::store::SharedEngine;
@@ -164,7 +164,7 @@ impl Node {
             replication: config.replication.clone(),
             ..DataConfig::new(config.max_value, config.rpc_timeout)
         };
-        let peers = DataPeer::new(pool.clone(), data_config.max_message());
+        let peers = DataClient::new(pool.clone(), data_config.max_message());
         let data = Arc::new(DataNode::new(
             store,
             hints,

@@ -9,7 +9,7 @@
 use crate::data::{MemberInfo, ProcessInfo};
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::rpc::ApiConn;
+use crate::rpc::ApiClient;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -147,5 +147,5 @@ pub async fn walk_ring(via: &str, timeout: Duration, limit: usize) -> Result<Rin
 }
 
 async fn describe(addr: &str, timeout: Duration) -> Result<ProcessInfo> {
-    ApiConn::connect(addr, timeout).await?.describe().await
+    ApiClient::connect(addr, timeout).await?.describe().await
 }

@@ -2,7 +2,7 @@
 //! sends, streamed over loopback gRPC from memory, with no store behind.
 
 use super::data::PbBatchStream;
-use super::{pb, DataPeer, Pool};
+use super::{pb, DataClient, Pool};
 use crate::data::{Peers, TransferStats, BATCH_BYTES, BATCH_RECORDS};
 use crate::id::Id;
 use crate::ring::NodeRef;
@@ -118,7 +118,7 @@ pub async fn stream_baseline(
             .serve_with_incoming(super::incoming(listener)),
     );
     let started = std::time::Instant::now();
-    let peer = DataPeer::new(Arc::new(Pool::new(Duration::from_secs(5))), max);
+    let peer = DataClient::new(Arc::new(Pool::new(Duration::from_secs(5))), max);
     let mut stream = peer
         .fetch(&NodeRef::new(Id(0), addr), Id(0), Id(0), None)
         .await?;

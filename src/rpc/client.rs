@@ -1,9 +1,10 @@
-//! [`ApiConn`]: a client of one node's `Api` service, as the command line,
+//! [`ApiClient`]: a client of one node's `Api` service, as the command line,
 //! the chat client and the benchmarks use it.
 
 use super::api::describe_from_pb;
+use super::pb::api_client::ApiClient as ApiStub;
 use super::records::version_from_pb;
-use super::{member_from_pb, pb, validate_addr, ApiClient, MAX_CLIENT_MESSAGE};
+use super::{member_from_pb, pb, validate_addr, MAX_CLIENT_MESSAGE};
 use crate::data::{ProcessInfo, RoundReport, Value, Written};
 use crate::id::Id;
 use crate::ring::NodeRef;
@@ -23,23 +24,23 @@ pub struct LookupAnswer {
 
 /// A client of one node's `Api` service; clones share the connection.
 #[derive(Clone)]
-pub struct ApiConn {
-    client: ApiClient<Channel>,
+pub struct ApiClient {
+    client: ApiStub<Channel>,
 }
 
-impl ApiConn {
+impl ApiClient {
     /// Connects to the node at `addr` (`host:port`).
-    pub async fn connect(addr: &str, timeout: Duration) -> crate::Result<ApiConn> {
-        ApiConn::connect_from(addr, timeout, None).await
+    pub async fn connect(addr: &str, timeout: Duration) -> crate::Result<ApiClient> {
+        ApiClient::connect_from(addr, timeout, None).await
     }
 
-    /// [`ApiConn::connect`] from the local address `from` (on a machine
+    /// [`ApiClient::connect`] from the local address `from` (on a machine
     /// with several addresses; the system's choice when `None`).
     pub async fn connect_from(
         addr: &str,
         timeout: Duration,
         from: Option<std::net::IpAddr>,
-    ) -> crate::Result<ApiConn> {
+    ) -> crate::Result<ApiClient> {
         validate_addr(addr).map_err(crate::Error::InvalidArgument)?;
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| crate::Error::InvalidArgument(e.to_string()))?
@@ -50,8 +51,8 @@ impl ApiConn {
             .connect()
             .await
             .map_err(|e| crate::Error::Unavailable(format!("cannot connect to {addr}: {e}")))?;
-        Ok(ApiConn {
-            client: ApiClient::new(channel)
+        Ok(ApiClient {
+            client: ApiStub::new(channel)
                 .max_decoding_message_size(MAX_CLIENT_MESSAGE)
                 .max_encoding_message_size(MAX_CLIENT_MESSAGE),
         })
@@ -68,7 +69,7 @@ impl ApiConn {
         self.put_with_quorum(key, value, ttl, 0).await
     }
 
-    /// [`ApiConn::put`] waiting for `write_quorum` acknowledgements (0:
+    /// [`ApiClient::put`] waiting for `write_quorum` acknowledgements (0:
     /// the node's default).
     pub async fn put_with_quorum(
         &mut self,
@@ -92,7 +93,7 @@ impl ApiConn {
         self.get_with_quorum(key, local, 0).await
     }
 
-    /// [`ApiConn::get`] gathering `read_quorum` answers (0: the node's
+    /// [`ApiClient::get`] gathering `read_quorum` answers (0: the node's
     /// default).
     pub async fn get_with_quorum(
         &mut self,

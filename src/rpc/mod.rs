@@ -1,12 +1,21 @@
 //! The network edge: the only module that sees protobuf types.
 //!
-//! Inbound, the tonic services here validate every message (sizes, list
-//! lengths, address syntax) and turn it into a domain [`Request`] for the
-//! node's owner task; a message that breaks a bound gets `INVALID_ARGUMENT`
-//! and never reaches the protocol. Outbound, [`Pool`] keeps one HTTP/2
-//! channel per peer address and turns each [`Outgoing`] request of the state
-//! machine into the right call, validating the answer just as strictly: a
-//! hostile or broken peer's reply counts as no reply.
+//! Depends on `data` (whose `Peers` it implements and whose `DataNode` its
+//! services call) and everything below; `node` wires it. Inbound, the
+//! tonic services validate every message (sizes, list lengths, address
+//! syntax) and turn it into domain types; a message that breaks a bound
+//! gets `INVALID_ARGUMENT` and never reaches the protocol. Outbound, one
+//! [`Pool`] keeps an HTTP/2 channel per peer address for every call this
+//! process makes, and answers are validated just as strictly: a hostile or
+//! broken peer's reply counts as no reply.
+//!
+//! One file per service, inbound and outbound: [`RingService`] (`ring.rs`)
+//! and the ring's calls on the pool (`pool.rs`); [`ApiService`] (`api.rs`)
+//! and [`ApiClient`] (`client.rs`); [`DataService`] (`data.rs`) and
+//! [`DataClient`] (`data_client.rs`), with the record conversions they
+//! share in `records.rs`; [`Relayer`] (`relay.rs`). A client type is named
+//! for the service it calls (`ApiClient`, `DataClient`); the generated
+//! stubs stay private here.
 //!
 //! Liveness is the standard `grpc.health.v1.Health/Check`, served by
 //! tonic-health with one service name per member
@@ -31,7 +40,7 @@ mod api;
 mod baseline;
 mod client;
 mod data;
-mod data_peer;
+mod data_client;
 mod pool;
 mod records;
 mod relay;
@@ -41,17 +50,14 @@ mod status;
 
 pub use api::ApiService;
 pub use baseline::stream_baseline;
-pub use client::{ApiConn, LookupAnswer};
+pub use client::{ApiClient, LookupAnswer};
 pub use data::DataService;
-pub use data_peer::DataPeer;
+pub use data_client::DataClient;
 pub use pool::Pool;
 pub use relay::{failed_relay, Relayer};
 pub use ring::RingService;
 pub use stats::{GrpcMetricsLayer, RequestStats};
 pub use status::transport_error;
-
-pub(crate) use pb::api_client::ApiClient;
-pub(crate) use pb::ring_client::RingClient;
 
 pub use crate::ring::{validate_addr, MAX_ADDR_LEN};
 /// Longest accepted list of members in any message.

@@ -1,8 +1,9 @@
 //! The one pool of connections every call to another process goes
 //! through, and the ring's calls on it.
 
+use super::pb::ring_client::RingClient as RingStub;
 use super::ring::{ack_from_pb, find_reply_from_pb, state_reply_from_pb};
-use super::{member_health_name, member_to_pb, pb, validate_addr, RingClient, MAX_POOLED_CHANNELS};
+use super::{member_health_name, member_to_pb, pb, validate_addr, MAX_POOLED_CHANNELS};
 use crate::ring::{Outgoing, Request, Response};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -129,7 +130,7 @@ impl Pool {
                 }
             }
             Request::GetState => {
-                let reply = RingClient::new(channel)
+                let reply = RingStub::new(channel)
                     .get_state(pb::MemberRequest { member: member.0 })
                     .await?;
                 state_reply_from_pb(reply.into_inner())
@@ -140,7 +141,7 @@ impl Pool {
                     from: Some(member_to_pb(from)),
                 };
                 Ok(ack_from_pb(
-                    RingClient::new(channel).notify(request).await?.into_inner(),
+                    RingStub::new(channel).notify(request).await?.into_inner(),
                 ))
             }
             Request::Leaving { leaving } => {
@@ -149,14 +150,11 @@ impl Pool {
                     leaving: Some(member_to_pb(leaving)),
                 };
                 Ok(ack_from_pb(
-                    RingClient::new(channel)
-                        .leaving(request)
-                        .await?
-                        .into_inner(),
+                    RingStub::new(channel).leaving(request).await?.into_inner(),
                 ))
             }
             Request::FindStep { target } => {
-                let reply = RingClient::new(channel)
+                let reply = RingStub::new(channel)
                     .find_step(pb::FindStepRequest { target: target.0 })
                     .await?;
                 find_reply_from_pb(reply.into_inner())

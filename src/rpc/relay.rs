@@ -34,7 +34,7 @@ fn upstream_error(status: Status, evict: impl FnOnce()) -> Status {
 }
 
 /// Which relay of a circuit failed, from the error the first relay
-/// answered (see [`upstream_error`]): `Some(index)` in the circuit, or
+/// answered (see `upstream_error`): `Some(index)` in the circuit, or
 /// `None` when the relays worked and the ring did not store the message.
 /// An error no relay wrote means the first did not answer.
 pub fn failed_relay(message: &str) -> Option<usize> {

@@ -93,7 +93,7 @@ async fn ring_json(stats: Arc<NodeStats>, advertise: String) -> Response {
 
 async fn node_json(stats: Arc<NodeStats>, data: Arc<DataNode>, advertise: String) -> Response {
     let info = async {
-        let mut conn = crate::rpc::ApiConn::connect(&advertise, Duration::from_secs(3)).await?;
+        let mut conn = crate::rpc::ApiClient::connect(&advertise, Duration::from_secs(3)).await?;
         conn.describe().await
     }
     .await;

@@ -1,13 +1,13 @@
 //! The shipped data path in the simulator: a group of processes, each a
 //! real [`DataNode`] on its own in-memory store, calling each other through
-//! a simulated [`Peers`] that delays, loses and cuts messages, with
+//! a simulated [`Peers`](crate::data::Peers) that delays, loses and cuts messages, with
 //! processes that crash, restart on the same store, lose their disks, join
 //! and leave.
 //!
 //! Everything the data layer does runs as it runs on a node: the
 //! coordinator's routing and retries, quorum writes and reads, read repair,
 //! hints and their delivery, join and leave hand-offs, and anti-entropy
-//! rounds. Only two things are the simulator's: the network ([`SimPeers`])
+//! rounds. Only two things are the simulator's: the network (`SimPeers`)
 //! and the ring. The ring is taken as converged among the processes each
 //! side can see (the ring's own scenarios, [`crate::sim::Sim`], cover how
 //! it gets there): after every change the simulator publishes to each
@@ -19,7 +19,7 @@
 //!
 //! Time is tokio's, paused: a run takes simulated seconds and real
 //! milliseconds, and it runs on one thread, so the same seed replays the
-//! same run ([`DataSim::run`]).
+//! same run ([`run`]).
 
 mod checks;
 mod net;

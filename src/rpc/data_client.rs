@@ -1,4 +1,4 @@
-//! [`DataPeer`]: the data layer's [`Peers`] over gRPC, through the one
+//! [`DataClient`]: the data layer's [`Peers`] over gRPC, through the one
 //! connection pool.
 
 use super::records::*;
@@ -15,16 +15,16 @@ use tonic::Status;
 
 /// Calls of the `Data` service on other processes: the data layer's
 /// [`Peers`], over gRPC.
-pub struct DataPeer {
+pub struct DataClient {
     pool: Arc<Pool>,
     max_message: usize,
 }
 
-impl DataPeer {
+impl DataClient {
     /// Calls through `pool`, accepting messages of up to `max_message`
     /// bytes.
-    pub fn new(pool: Arc<Pool>, max_message: usize) -> DataPeer {
-        DataPeer { pool, max_message }
+    pub fn new(pool: Arc<Pool>, max_message: usize) -> DataClient {
+        DataClient { pool, max_message }
     }
 
     fn client(&self, addr: &str) -> Result<pb::data_client::DataClient<Channel>, Status> {
@@ -61,7 +61,7 @@ impl DataPeer {
 }
 
 #[async_trait::async_trait]
-impl Peers for DataPeer {
+impl Peers for DataClient {
     async fn write(&self, to: &NodeRef, op: &WriteOp) -> crate::Result<WriteAnswer> {
         let request = pb::WriteRequest {
             member: to.id.0,
