@@ -189,7 +189,7 @@ where
                     metrics.finished(&method, code, started);
                     None
                 }
-                None => Some(Pending {
+                None => Some(Uncounted {
                     metrics,
                     method,
                     started,
@@ -204,14 +204,14 @@ where
 /// What is left to count when the body ends: counted when dropped, with
 /// the status the trailers gave, or as cancelled when the body was
 /// dropped before them (the client went away).
-struct Pending {
+struct Uncounted {
     metrics: Arc<RequestStats>,
     method: String,
     started: Instant,
     code: Option<&'static str>,
 }
 
-impl Drop for Pending {
+impl Drop for Uncounted {
     fn drop(&mut self) {
         let code = self.code.unwrap_or("CANCELLED");
         self.metrics.finished(&self.method, code, self.started);
@@ -223,7 +223,7 @@ pin_project! {
     pub struct CountedBody<B> {
         #[pin]
         body: B,
-        pending: Option<Pending>,
+        pending: Option<Uncounted>,
     }
 }
 
