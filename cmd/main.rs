@@ -603,7 +603,7 @@ async fn local_ring(
             match child.wait_for_exit(Duration::from_secs(10)) {
                 Ok(status) if status.success() => {}
                 Ok(status) => eprintln!("chordal: node {addr} exited with {status}"),
-                Err(error) => eprintln!("chordal: node {addr}: {error}; killed it"),
+                Err(error) => eprintln!("chordal: {error}"),
             }
         }
     });

@@ -19,6 +19,10 @@ pub enum Error {
     /// later will succeed.
     #[error("not ready: {0}")]
     NotReady(String),
+    /// A stream stalled, or a call got no answer within its deadline;
+    /// retrying later may help.
+    #[error("timed out: {0}")]
+    TimedOut(String),
     /// A node needed for the answer could not be reached, or this node is
     /// not (yet, or any more) in a ring; retrying later may help.
     #[error("unavailable: {0}")]
@@ -36,6 +40,23 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// What went wrong, without the kind in front: for reports that say
+    /// the kind another way (a failed round, a replica's health).
+    pub fn message(&self) -> String {
+        match self {
+            Error::InvalidArgument(m)
+            | Error::NotFound(m)
+            | Error::NotReady(m)
+            | Error::TimedOut(m)
+            | Error::Unavailable(m)
+            | Error::Quorum(m)
+            | Error::Config(m) => m.clone(),
+            Error::Io(error) => error.to_string(),
+        }
+    }
+}
 
 /// A key for messages: as text when it is printable, else in hex.
 pub fn printable(key: &[u8]) -> String {

@@ -21,7 +21,8 @@
 //!   deterministic simulator of many hosts, with loss, delay, crashes and
 //!   partitions, that runs the ring protocol and the shipped data path.
 //! * [`node`]: one process's runtime: wiring, the ring task, one shutdown.
-//! * [`ops`]: the admin port (metrics, dashboard) and the ring walk.
+//! * [`ops`]: the admin port (metrics, dashboard), the ring walk, and the
+//!   launcher of `chordal` processes.
 //! * [`chat`], [`loadgen`]: the chat client and screen; the workload
 //!   runner behind `chordal bench`.
 

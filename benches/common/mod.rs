@@ -10,7 +10,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub const CHORDAL: &str = env!("CARGO_BIN_EXE_chordal");
+/// The `chordal` binary the benchmarks start: this build's, or the one
+/// `CHORDAL_BIN` names (to measure another commit's binary beside this
+/// one's in the same session).
+pub fn chordal_bin() -> std::path::PathBuf {
+    std::env::var_os("CHORDAL_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_chordal").into())
+}
 
 /// Node processes, killed when dropped.
 #[derive(Default)]
@@ -45,7 +52,7 @@ pub fn spawn_node_with(
     log: Option<&Path>,
     extra: &[&str],
 ) -> NodeProcess {
-    let mut launch = Launch::new(CHORDAL, port, bootstrap, data_dir)
+    let mut launch = Launch::new(chordal_bin(), port, bootstrap, data_dir)
         .vnodes(vnodes)
         .args(&[
             "--stabilize-interval",

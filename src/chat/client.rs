@@ -343,7 +343,7 @@ impl Sender {
                     // Rebuilt without the relay that failed, when the
                     // error says which (it names no address).
                     let message = match &error {
-                        Error::Unavailable(m) => m.clone(),
+                        Error::Unavailable(_) => error.message(),
                         other => other.to_string(),
                     };
                     if let Some(relay) =

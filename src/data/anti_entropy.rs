@@ -226,7 +226,7 @@ impl DataNode {
                     session.count_bytes(exchange.bytes_sent, exchange.bytes_received);
                     exchange.reply
                 }
-                Err(error) => return Err((session.stats(), error.to_string())),
+                Err(error) => return Err((session.stats(), error.message())),
             };
             let (returned, outcome) = self
                 .with_session(session, move |data, session| {

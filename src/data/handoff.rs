@@ -270,6 +270,9 @@ impl DataNode {
         to: Id,
         after: Option<Vec<u8>>,
     ) -> Result<BatchStream> {
+        if self.is_stopping() {
+            return Err(Error::Unavailable("this node is stopping".into()));
+        }
         let Some(me) = self.member(member).filter(|m| m.joined) else {
             return Err(Error::NotReady(format!(
                 "member {member} is not in the ring here"
@@ -294,42 +297,41 @@ impl DataNode {
         Ok(self.stream_arc(from, to, after))
     }
 
-    /// Reads the arc `(from, to]` in batches, a few ahead of the reader: on
-    /// a blocking thread when the store may wait on a disk.
+    /// Reads the arc `(from, to]` in batches, a few ahead of the reader
+    /// (each read on a blocking thread when the store may wait on a disk).
+    ///
+    /// The stream ends cleanly only once the whole arc was sent: a reader
+    /// takes a clean end for "complete". So the reading task is not
+    /// cancelled when the node stops (shutdown waits for it, as it waits
+    /// for the server to finish the stream); it ends when the arc is sent
+    /// or the reader goes away.
     fn stream_arc(self: &Arc<Self>, from: Id, to: Id, mut after: Option<Vec<u8>>) -> BatchStream {
         let (batches, receiver) = mpsc::channel(4);
         let data = self.clone();
-        if self.store.engine().blocks() {
-            self.tasks.spawn_blocking(move || loop {
-                let batch = data.next_batch(from, to, &mut after);
-                let done = matches!(&batch, Ok(b) if b.is_empty()) || batch.is_err();
-                if done {
-                    if let Err(error) = batch {
-                        batches.blocking_send(Err(error)).ok();
+        self.tasks.spawn(async move {
+            loop {
+                let read = data
+                    .store_work(move |data| {
+                        let batch = data.next_batch(from, to, &mut after);
+                        (batch, after)
+                    })
+                    .await;
+                let batch = match read {
+                    Ok((Ok(batch), next)) if !batch.is_empty() => {
+                        after = next;
+                        batch
                     }
-                    return;
-                }
-                if batches.blocking_send(batch).is_err() {
+                    Ok((Ok(_), _)) => return, // the whole arc was sent
+                    Ok((Err(error), _)) | Err(error) => {
+                        batches.send(Err(error)).await.ok();
+                        return;
+                    }
+                };
+                if batches.send(Ok(batch)).await.is_err() {
                     return; // the receiver went away
                 }
-            });
-        } else {
-            self.spawn(async move {
-                loop {
-                    let batch = data.next_batch(from, to, &mut after);
-                    let done = matches!(&batch, Ok(b) if b.is_empty()) || batch.is_err();
-                    if done {
-                        if let Err(error) = batch {
-                            batches.send(Err(error)).await.ok();
-                        }
-                        return;
-                    }
-                    if batches.send(batch).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
+            }
+        });
         Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))
     }
 

@@ -70,6 +70,7 @@ impl DataNode {
         let mut walk = owner.successors.clone();
         let mut preference = preference_from(&owner.me, &walk, wanted);
         let mut extensions = 0;
+        let mut failed = false;
         while !preference.is_complete(replicas) && extensions < MAX_EXTENSIONS {
             let Some(last) = walk.last().cloned() else {
                 break;
@@ -83,6 +84,7 @@ impl DataNode {
                     Ok((_, list)) => list,
                     Err(error) => {
                         tracing::debug!(member = %owner.me, asked = %last, "cannot extend the preference list: {error}");
+                        failed = true;
                         break;
                     }
                 }
@@ -93,6 +95,12 @@ impl DataNode {
             walk.extend(more);
             extensions += 1;
             preference = preference_from(&owner.me, &walk, wanted);
+        }
+        // A list cut short by a failed call is used once, not remembered:
+        // the next request asks again (the simulator found rounds that
+        // skipped a replica for the whole life of such a list).
+        if failed {
+            return preference;
         }
         self.preferences
             .by_member
@@ -199,7 +207,7 @@ impl DataNode {
         .await
         {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(error.to_string()),
+            Ok(Err(error)) => Err(error.message()),
             Err(_) => Err("no answer in time".into()),
         }
     }
@@ -327,7 +335,7 @@ impl DataNode {
                     Ok(Ok(ReadAnswer::Found(record))) => Ok(Some(record)),
                     Ok(Ok(ReadAnswer::Missing)) => Ok(None),
                     Ok(Ok(_)) => Err("answered as if it were the owner".to_string()),
-                    Ok(Err(error)) => Err(error.to_string()),
+                    Ok(Err(error)) => Err(error.message()),
                     Err(_) => Err("no answer in time".to_string()),
                 };
                 answers.send((target, outcome)).await.ok();

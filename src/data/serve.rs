@@ -67,7 +67,7 @@ impl DataNode {
         loop {
             let batch = match tokio::time::timeout(idle, batches.next()).await {
                 Err(_) => {
-                    return Err(Error::Unavailable("the hand-off stream stalled".into()));
+                    return Err(Error::TimedOut("the hand-off stream stalled".into()));
                 }
                 Ok(None) => break,
                 Ok(Some(batch)) => batch?,

@@ -216,7 +216,7 @@ impl Node {
             next_token: 1,
             saved_peers: Vec::new(),
             data: data.clone(),
-            sends: TaskTracker::new(),
+            spawned: TaskTracker::new(),
             membership,
             config,
             stats: stats.clone(),
@@ -258,15 +258,15 @@ impl Node {
             server,
             ..
         } = self;
-        let sends = ring_task.sends.clone();
+        let spawned = ring_task.spawned.clone();
         ring_task.run(inbox, shutdown).await;
         data.stop().await;
         stop_serving.send(()).ok();
         let served = server
             .await
             .map_err(|e| Error::Unavailable(format!("server task failed: {e}")))?;
-        sends.close();
-        sends.wait().await;
+        spawned.close();
+        spawned.wait().await;
         served.map_err(rpc::transport_error)
     }
 }

@@ -36,8 +36,9 @@ pub(super) struct RingTask {
     pub(super) next_token: u64,
     pub(super) saved_peers: Vec<String>,
     pub(super) data: Arc<DataNode>,
-    /// The requests in flight, each in a task of its own.
-    pub(super) sends: TaskTracker,
+    /// What the ring task started and did not wait for: requests in
+    /// flight, each in a task of its own, and purges of expired records.
+    pub(super) spawned: TaskTracker,
     /// What the data layer sees of the local members.
     pub(super) membership: watch::Sender<Membership>,
     pub(super) config: NodeConfig,
@@ -94,7 +95,7 @@ impl RingTask {
                 }
                 _ = purge.tick() => {
                     let data = self.data.clone();
-                    self.sends.spawn_blocking(move || data.purge_expired());
+                    self.spawned.spawn_blocking(move || data.purge_expired());
                 }
             }
             self.dispatch().await;
@@ -179,7 +180,7 @@ impl RingTask {
                     tracing::trace!(to = %outgoing.to, member = ?outgoing.member, request = ?outgoing.request, "request out");
                     let pool = self.pool.clone();
                     let commands = self.commands.clone();
-                    self.sends.spawn(async move {
+                    self.spawned.spawn(async move {
                         let input = match pool.call(&outgoing).await {
                             Ok(response) => Input::Reply {
                                 id: outgoing.id,

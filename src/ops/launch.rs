@@ -13,15 +13,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// Ring maintenance fast enough for a ring to form within seconds, for
-/// tests and benchmarks (the defaults suit a long-running ring).
-pub const FAST_MAINTENANCE: &[&str] = &[
-    "--stabilize-interval",
-    "200ms",
-    "--fix-fingers-interval",
-    "100ms",
-];
-
 /// What to start.
 #[derive(Clone, Debug)]
 pub struct Launch {
@@ -221,7 +212,10 @@ impl NodeProcess {
                 child.wait()?;
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("{} did not exit within {patience:?}", self.addr),
+                    format!(
+                        "node {} did not exit within {patience:?}; killed it",
+                        self.addr
+                    ),
                 ));
             }
             std::thread::sleep(Duration::from_millis(50));

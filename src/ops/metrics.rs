@@ -108,3 +108,102 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::data::{
+        BatchStream, DataConfig, Peers, ReadAnswer, Router, SyncExchange, Wiring, WriteAnswer,
+        WriteOp,
+    };
+    use crate::error::{Error, Result};
+    use crate::id::Id;
+    use crate::ring::{LookupOutcome, NodeRef};
+    use crate::store::{Entry, MemoryEngine, SharedEngine, Store};
+    use crate::sync::{ArcRange, SyncRequest};
+    use std::time::{Duration, Instant};
+
+    /// A ring and peers nobody can reach: metrics need neither.
+    struct Nowhere;
+
+    fn nowhere<T>() -> Result<T> {
+        Err(Error::Unavailable("nowhere".into()))
+    }
+
+    #[async_trait::async_trait]
+    impl Router for Nowhere {
+        async fn lookup(&self, _: Id) -> Result<LookupOutcome> {
+            nowhere()
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Peers for Nowhere {
+        async fn write(&self, _: &NodeRef, _: &WriteOp) -> Result<WriteAnswer> {
+            nowhere()
+        }
+        async fn read(&self, _: &NodeRef, _: &[u8], _: bool, _: u32) -> Result<ReadAnswer> {
+            nowhere()
+        }
+        async fn replicate(&self, _: &NodeRef, _: &[Entry], _: Option<&NodeRef>) -> Result<u64> {
+            nowhere()
+        }
+        async fn forget(&self, _: &NodeRef, _: &[Entry]) -> Result<u64> {
+            nowhere()
+        }
+        async fn sync(&self, _: &NodeRef, _: ArcRange, _: SyncRequest) -> Result<SyncExchange> {
+            nowhere()
+        }
+        async fn state(&self, _: &NodeRef) -> Result<(Option<NodeRef>, Vec<NodeRef>)> {
+            nowhere()
+        }
+        async fn fetch(
+            &self,
+            _: &NodeRef,
+            _: Id,
+            _: Id,
+            _: Option<Vec<u8>>,
+        ) -> Result<BatchStream> {
+            nowhere()
+        }
+        async fn absorb(&self, _: &NodeRef, _: BatchStream) -> Result<()> {
+            nowhere()
+        }
+    }
+
+    #[test]
+    fn the_text_format_names_every_family() {
+        let records: SharedEngine = Arc::new(MemoryEngine::new());
+        let (_members, receiver) = tokio::sync::watch::channel(Default::default());
+        let data = DataNode::new(
+            Store::new(records).unwrap(),
+            Arc::new(MemoryEngine::new()),
+            DataConfig::new(1024, Duration::from_secs(1)),
+            Wiring {
+                addr: "127.0.0.1:1".into(),
+                members: receiver,
+                router: Arc::new(Nowhere),
+                peers: Arc::new(Nowhere),
+                clock: Clock::System,
+                seed: 1,
+            },
+        )
+        .unwrap();
+        let (requests, node) = (RequestStats::default(), NodeStats::default());
+        let metrics = Metrics::new(&requests, &node, Arc::new(data));
+        requests.finished("Api/Put", "OK", Instant::now());
+        node.lookup_hops.observe(2.0);
+        let text = metrics.encode();
+        for name in [
+            "chordal_requests_total{method=\"Api/Put\",code=\"OK\"} 1",
+            "chordal_request_duration_seconds_count{method=\"Api/Put\"} 1",
+            "chordal_lookup_hops_count 1",
+            "chordal_stabilize_rounds_total",
+            "chordal_anti_entropy_bytes_total",
+            "chordal_records",
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+    }
+}

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 /// Runs a node on `listener` until `shutdown`, with its admin port on
-/// `admin` if given; the admin port stops first, then the node leaves.
+/// `admin` if given; the node leaves the ring, then the admin port stops.
 pub async fn run(
     config: NodeConfig,
     admin: Option<SocketAddr>,
@@ -31,35 +31,35 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let advertise = config.advertise.clone();
-    let node = Node::start(config, listener).await?;
-    let stop_admin = tokio_util::sync::CancellationToken::new();
+    // Bound before the node starts, so that a taken admin port stops
+    // nothing half-started.
     let admin = match admin {
-        Some(addr) => {
-            let listener = TcpListener::bind(addr).await.map_err(|e| {
+        Some(addr) => Some((
+            addr,
+            TcpListener::bind(addr).await.map_err(|e| {
                 Error::Config(format!("cannot listen on the admin address {addr}: {e}"))
-            })?;
-            tracing::info!(
-                "admin port: dashboard at http://{addr}/, metrics at http://{addr}/metrics"
-            );
-            let metrics = Metrics::new(node.requests(), node.stats(), node.data().clone());
-            let stopped = stop_admin.clone();
-            Some(tokio::spawn(serve_admin(
-                listener,
-                metrics,
-                node.stats().clone(),
-                node.data().clone(),
-                advertise,
-                async move { stopped.cancelled().await },
-            )))
-        }
+            })?,
+        )),
         None => None,
     };
-    let outcome = node
-        .run_until(async {
-            shutdown.await;
-            stop_admin.cancel();
-        })
-        .await;
+    let node = Node::start(config, listener).await?;
+    let stop_admin = tokio_util::sync::CancellationToken::new();
+    let admin = admin.map(|(addr, listener)| {
+        tracing::info!("admin port: dashboard at http://{addr}/, metrics at http://{addr}/metrics");
+        let metrics = Metrics::new(node.requests(), node.stats(), node.data().clone());
+        let stopped = stop_admin.clone();
+        tokio::spawn(serve_admin(
+            listener,
+            metrics,
+            node.stats().clone(),
+            node.data().clone(),
+            advertise,
+            async move { stopped.cancelled().await },
+        ))
+    });
+    // The admin port serves until the node has left the ring.
+    let outcome = node.run_until(shutdown).await;
+    stop_admin.cancel();
     if let Some(admin) = admin {
         admin.await.ok();
     }

@@ -11,7 +11,7 @@
 
 use crate::id::Id;
 use crate::ring::NodeRef;
-use crate::store::{Engine, Entry, Record, StoreError, StoreResult};
+use crate::store::{Engine, Entry, Record, StoreError, StoreResult, BATCH_BYTES};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -125,17 +125,23 @@ impl<E: Engine> Hints<E> {
         Ok(targets)
     }
 
-    /// Up to `limit` hints held for `addr`, oldest first.
+    /// Up to `limit` hints held for `addr`, oldest first, cut once they
+    /// hold [`BATCH_BYTES`] (one at least): what one message may carry.
     pub fn batch(&self, addr: &str, limit: usize) -> StoreResult<Vec<Hint>> {
         let mut start = addr.as_bytes().to_vec();
         start.push(0);
         let mut end = addr.as_bytes().to_vec();
         end.push(1);
-        self.engine
-            .scan(&start, Some(&end), limit)?
-            .into_iter()
-            .map(|(key, value)| decode(key, &value))
-            .collect()
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for (key, value) in self.engine.scan(&start, Some(&end), limit)? {
+            if !batch.is_empty() && bytes + value.len() > BATCH_BYTES {
+                break;
+            }
+            bytes += value.len();
+            batch.push(decode(key, &value)?);
+        }
+        Ok(batch)
     }
 
     /// Forgets hints that were delivered.
@@ -244,5 +250,43 @@ mod tests {
         assert_eq!(held[1].entry, entry(2));
         // The ring's records are elsewhere: the default family is empty.
         assert!(engine.scan(&[], None, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_batch_holds_what_one_message_may_carry_and_at_least_one_hint() {
+        let hints = Hints::open(MemoryEngine::new()).unwrap();
+        let target = NodeRef::new(Id(1), "10.0.0.1:1");
+        let big = |n: u64| Entry {
+            key: format!("k{n}").into_bytes(),
+            record: Record::value(
+                Version {
+                    clock: n,
+                    writer: 1,
+                },
+                vec![7; BATCH_BYTES / 3],
+                None,
+            ),
+        };
+        for n in 0..5 {
+            hints.add(&target, &big(n)).unwrap();
+        }
+        // Three values of a third of the bound each do not fit with their
+        // keys and versions: two go in a batch, whatever the count limit.
+        let batch = hints.batch("10.0.0.1:1", 256).unwrap();
+        assert_eq!(batch.len(), 2);
+        let huge = Entry {
+            record: Record::value(
+                Version {
+                    clock: 9,
+                    writer: 1,
+                },
+                vec![7; 2 * BATCH_BYTES],
+                None,
+            ),
+            ..big(9)
+        };
+        let other = NodeRef::new(Id(2), "10.0.0.2:1");
+        hints.add(&other, &huge).unwrap();
+        assert_eq!(hints.batch("10.0.0.2:1", 256).unwrap().len(), 1);
     }
 }

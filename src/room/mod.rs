@@ -29,6 +29,7 @@ pub mod onion;
 use crate::id::{split_room_key, ROOM_KEY_LEN, ROOM_KEY_PREFIX};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use std::collections::{HashSet, VecDeque};
 
 /// Longest nickname, in bytes.
 pub const MAX_NICK: usize = 32;
@@ -225,8 +226,6 @@ fn parse_plaintext(plaintext: &[u8]) -> Option<(String, String)> {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
-
-use std::collections::{HashSet, VecDeque};
 
 /// The most recent keys seen, up to a bound: what a watch has sent and
 /// what a client has shown, so that nothing is sent or shown twice.

@@ -119,18 +119,8 @@ impl pb::data_server::Data for DataService {
         &self,
         request: tonic::Request<Streaming<pb::RecordBatch>>,
     ) -> Result<tonic::Response<pb::AbsorbReply>, Status> {
-        let max_value = self.data.config().max_value;
-        let batches = futures::stream::unfold(request.into_inner(), move |mut stream| async move {
-            match stream.message().await {
-                Ok(Some(batch)) => Some((
-                    batch_from_pb(batch, max_value).map_err(crate::Error::from),
-                    stream,
-                )),
-                Ok(None) => None,
-                Err(status) => Some((Err(crate::Error::from(status)), stream)),
-            }
-        });
-        let applied = self.data.serve_absorb(Box::pin(batches)).await?;
+        let batches = batches_from_pb(request.into_inner(), self.data.config().max_value);
+        let applied = self.data.serve_absorb(batches).await?;
         Ok(tonic::Response::new(pb::AbsorbReply { applied }))
     }
 

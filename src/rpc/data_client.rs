@@ -171,7 +171,13 @@ impl Peers for DataClient {
             member: Some(of.id),
             request: crate::ring::Request::GetState,
         };
-        match self.pool.call(&outgoing).await? {
+        // A point call of the data layer's: twice the ring's deadline.
+        let deadline = self.pool.timeout() * 2;
+        let answer = self
+            .pool
+            .within_deadline(&of.addr, deadline, self.pool.call_inner(&outgoing))
+            .await?;
+        match answer {
             crate::ring::Response::State {
                 predecessor,
                 successors,
@@ -201,18 +207,7 @@ impl Peers for DataClient {
             .fetch(request)
             .await?
             .into_inner();
-        let max_value = self.max_message;
-        let batches = futures::stream::unfold(inner, move |mut inner| async move {
-            match inner.message().await {
-                Ok(Some(batch)) => Some((
-                    batch_from_pb(batch, max_value).map_err(crate::Error::from),
-                    inner,
-                )),
-                Ok(None) => None,
-                Err(status) => Some((Err(crate::Error::from(status)), inner)),
-            }
-        });
-        Ok(Box::pin(batches))
+        Ok(batches_from_pb(inner, self.max_message))
     }
 
     async fn absorb(&self, target: &NodeRef, mut batches: BatchStream) -> crate::Result<()> {

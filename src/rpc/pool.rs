@@ -109,7 +109,7 @@ impl Pool {
             .await
     }
 
-    async fn call_inner(&self, outgoing: &Outgoing) -> Result<Response, Status> {
+    pub(super) async fn call_inner(&self, outgoing: &Outgoing) -> Result<Response, Status> {
         let channel = self.channel(&outgoing.to)?;
         let member = outgoing.member.unwrap_or_default();
         match &outgoing.request {

@@ -5,7 +5,7 @@
 
 use super::{member_from_pb, member_to_pb, pb, validate_key};
 use crate::clock::wall_ms;
-use crate::data::{Entry, NotOwner, ReadAnswer, BATCH_RECORDS};
+use crate::data::{BatchStream, Entry, NotOwner, ReadAnswer, BATCH_RECORDS};
 use crate::id::Id;
 use crate::store::digest::{NodePath, Summary};
 use crate::store::{Record, Version};
@@ -85,6 +85,27 @@ pub(super) fn batch_from_pb(
         .into_iter()
         .map(|r| entry_from_pb(r, max_value))
         .collect()
+}
+
+/// A stream of record batches from the wire, each validated as it
+/// arrives; a transport error ends it as an error.
+pub(super) fn batches_from_pb(
+    stream: tonic::Streaming<pb::RecordBatch>,
+    max_value: usize,
+) -> BatchStream {
+    Box::pin(futures::stream::unfold(
+        stream,
+        move |mut stream| async move {
+            match stream.message().await {
+                Ok(Some(batch)) => Some((
+                    batch_from_pb(batch, max_value).map_err(crate::Error::from),
+                    stream,
+                )),
+                Ok(None) => None,
+                Err(status) => Some((Err(crate::Error::from(status)), stream)),
+            }
+        },
+    ))
 }
 
 pub(super) fn batch_to_pb(batch: &[Entry]) -> pb::RecordBatch {

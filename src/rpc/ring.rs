@@ -166,8 +166,8 @@ impl<N: NodeApi> pb::ring_server::Ring for RingService<N> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::MAX_MEMBER_LIST;
     use super::*;
+    use crate::rpc::MAX_MEMBER_LIST;
 
     #[test]
     fn an_oversized_member_list_is_rejected() {

@@ -10,6 +10,7 @@ impl From<Error> for Status {
             Error::InvalidArgument(message) => Status::invalid_argument(message),
             Error::NotFound(message) => Status::not_found(message),
             Error::NotReady(message) => Status::failed_precondition(message),
+            Error::TimedOut(message) => Status::deadline_exceeded(message),
             Error::Unavailable(message) | Error::Quorum(message) => Status::unavailable(message),
             other => Status::internal(other.to_string()),
         }
@@ -27,6 +28,7 @@ impl From<Status> for Error {
             }
             Code::NotFound => Error::NotFound(message),
             Code::FailedPrecondition => Error::NotReady(message),
+            Code::DeadlineExceeded => Error::TimedOut(message),
             Code::Unavailable => Error::Unavailable(message),
             code => Error::Unavailable(format!("{code:?}: {message}")),
         }
@@ -48,6 +50,7 @@ mod tests {
             Error::InvalidArgument("a".into()),
             Error::NotFound("b".into()),
             Error::NotReady("c".into()),
+            Error::TimedOut("e".into()),
             Error::Unavailable("d".into()),
         ] {
             let expected = error.to_string();

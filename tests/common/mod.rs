@@ -119,7 +119,7 @@ impl Node {
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         self.process
             .terminate(Duration::from_secs(20))
-            .unwrap_or_else(|e| panic!("{}: {e}", self.addr))
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     pub fn log(&self) -> String {

@@ -19,7 +19,7 @@ impl DataSim {
         let ring = net.ring_seen_by(&viewer);
         drop(net);
         let id = Id::of_key(key);
-        let at = ring.iter().position(|m| m.id >= id).unwrap_or(0);
+        let at = super::net::owner_index(&ring, id);
         let owner = ring[at].clone();
         let after: Vec<NodeRef> = ring[at + 1..].iter().chain(&ring[..=at]).cloned().collect();
         let preference = preference_from(
@@ -41,10 +41,18 @@ impl DataSim {
     /// Keys held anywhere whose holders on the live ring do not all hold the
     /// same newest record: empty when the group has converged.
     pub fn divergent_keys(&self) -> Vec<Vec<u8>> {
-        let mut newest: BTreeMap<Vec<u8>, Record> = BTreeMap::new();
-        for addr in self.live() {
-            for (key, record) in self.held_by(&addr) {
-                let slot = newest.entry(key).or_insert_with(|| record.clone());
+        let held: BTreeMap<String, BTreeMap<Vec<u8>, Record>> = self
+            .live()
+            .into_iter()
+            .map(|addr| {
+                let records = self.held_by(&addr);
+                (addr, records)
+            })
+            .collect();
+        let mut newest: BTreeMap<&[u8], &Record> = BTreeMap::new();
+        for records in held.values() {
+            for (key, record) in records {
+                let slot = newest.entry(key).or_insert(record);
                 if record.supersedes(slot) {
                     *slot = record;
                 }
@@ -53,11 +61,11 @@ impl DataSim {
         newest
             .into_iter()
             .filter(|(key, record)| {
-                self.holders(key)
-                    .iter()
-                    .any(|addr| self.held_by(addr).get(key) != Some(record))
+                self.holders(key).iter().any(|addr| {
+                    held.get(addr).and_then(|records| records.get(*key)) != Some(*record)
+                })
             })
-            .map(|(key, _)| key)
+            .map(|(key, _)| key.to_vec())
             .collect()
     }
 

@@ -400,7 +400,9 @@ impl DataSim {
         self.publish();
         let node = self.node(&addr);
         for id in (0..self.config.vnodes).map(|v| Id::of_vnode(&addr, v)) {
-            let at = ring_before.iter().position(|m| m.id > id).unwrap_or(0);
+            // The joiner's id is not on that ring: the owner of its id is
+            // its successor.
+            let at = net::owner_index(&ring_before, id);
             let successor = ring_before[at].clone();
             let before = ring_before[(at + ring_before.len() - 1) % ring_before.len()].clone();
             node.take_over(NodeRef::new(id, addr.clone()), successor, Some(before));

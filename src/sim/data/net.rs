@@ -61,6 +61,12 @@ impl Net {
     }
 }
 
+/// Where on `ring` (members in id order) the owner of `id` is: the first
+/// member at or after it, round to the start.
+pub(super) fn owner_index(ring: &[NodeRef], id: Id) -> usize {
+    ring.iter().position(|m| m.id >= id).unwrap_or(0)
+}
+
 /// Lookups answered from the ring `from` sees.
 pub(super) struct SimRouter {
     pub(super) from: String,
@@ -76,7 +82,7 @@ impl Router for SimRouter {
         if ring.is_empty() {
             return Err(Error::Unavailable("no ring".into()));
         }
-        let at = ring.iter().position(|m| m.id >= target).unwrap_or(0);
+        let at = owner_index(&ring, target);
         let predecessor = ring[(at + ring.len() - 1) % ring.len()].clone();
         let successors = (0..self.successors.min(ring.len()))
             .map(|k| ring[(at + k) % ring.len()].clone())
@@ -100,14 +106,16 @@ pub(super) struct SimPeers {
 }
 
 impl SimPeers {
-    /// One message's trip: a delay, then whether it arrived.
-    async fn trip(&self, to: &str) -> bool {
+    /// One message's trip from `from` to `to`: a delay, then whether it
+    /// arrived (both ends up, on one side of any partition, not lost).
+    async fn trip(&self, from: &str, to: &str) -> bool {
         let (delay, arrives) = {
             let mut net = self.net.lock().expect("sim lock");
             let delay = net.rng.random_range(self.min_delay_ms..=self.max_delay_ms);
             let loss = net.loss;
             let lost = loss > 0.0 && net.rng.random_bool(loss);
-            let arrives = !lost && net.up.contains(to) && net.same_side(&self.from, to);
+            let arrives =
+                !lost && net.up.contains(from) && net.up.contains(to) && net.same_side(from, to);
             net.stats.messages += 1;
             net.stats.messages_lost += u64::from(!arrives);
             (delay, arrives)
@@ -117,33 +125,64 @@ impl SimPeers {
     }
 
     /// Runs `call` on `to`'s data layer as a request and its answer would:
-    /// a lost request or answer is a timeout; a crashed or cut-off
-    /// process never answers.
+    /// a lost request or answer is a timeout; a crashed or cut-off process
+    /// never answers; a handler is dropped when its process crashes or the
+    /// caller's deadline passes (as a server drops a cancelled stream).
     async fn call<T, F, Fut>(&self, to: &str, call: F) -> Result<T>
     where
         F: FnOnce(Arc<DataNode>) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let started = tokio::time::Instant::now();
+        let deadline = tokio::time::Instant::now() + self.timeout;
         let no_answer = || async move {
-            tokio::time::sleep_until(started + self.timeout).await;
+            tokio::time::sleep_until(deadline).await;
             Err(Error::Unavailable("no answer in time".into()))
         };
-        if !self.trip(to).await {
+        if !self.trip(&self.from, to).await {
             return no_answer().await;
         }
         let node = self.net.lock().expect("sim lock").nodes[to].clone();
         if node.is_stopping() {
             return no_answer().await;
         }
-        let answer = match tokio::time::timeout_at(started + self.timeout, call(node)).await {
-            Ok(answer) => answer,
+        let handled = tokio::time::timeout_at(deadline, async {
+            tokio::select! {
+                biased;
+                _ = node.stopped() => None,
+                answer = call(node.clone()) => Some(answer),
+            }
+        });
+        let answer = match handled.await {
+            Ok(Some(answer)) => answer,
+            Ok(None) => return no_answer().await,
             Err(_) => return Err(Error::Unavailable("no answer in time".into())),
         };
-        if !self.trip(&self.from).await {
+        if !self.trip(to, &self.from).await || tokio::time::Instant::now() > deadline {
             return no_answer().await;
         }
         answer
+    }
+
+    /// A stream from `source` ends with an error, as a broken connection
+    /// does, once `source` is down or cut off from this process.
+    fn while_reachable(&self, source: &str, batches: BatchStream) -> BatchStream {
+        let (net, from, source) = (self.net.clone(), self.from.clone(), source.to_string());
+        let reachable = move || {
+            let net = net.lock().expect("sim lock");
+            net.up.contains(&source) && net.up.contains(&from) && net.same_side(&from, &source)
+        };
+        Box::pin(futures::stream::unfold(Some(batches), move |batches| {
+            let reachable = reachable.clone();
+            async move {
+                let mut batches = batches?;
+                if !reachable() {
+                    let broken = Err(Error::Unavailable("the connection broke".into()));
+                    return Some((broken, None));
+                }
+                let batch = futures::StreamExt::next(&mut batches).await?;
+                Some((batch, Some(batches)))
+            }
+        }))
     }
 }
 
@@ -231,10 +270,12 @@ impl Peers for SimPeers {
         after: Option<Vec<u8>>,
     ) -> Result<BatchStream> {
         let member = source.id;
-        self.call(&source.addr, |node| async move {
-            node.serve_fetch(member, from, to, after).await
-        })
-        .await
+        let batches = self
+            .call(&source.addr, |node| async move {
+                node.serve_fetch(member, from, to, after).await
+            })
+            .await?;
+        Ok(self.while_reachable(&source.addr, batches))
     }
 
     async fn absorb(&self, target: &NodeRef, batches: BatchStream) -> Result<()> {
