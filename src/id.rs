@@ -1,4 +1,5 @@
 //! Ring identifiers and interval arithmetic on the identifier circle.
+//! Depends on nothing in the crate.
 //!
 //! Every member of the ring and every key has a 64-bit identifier: the first
 //! eight bytes of a blake3 hash, read big-endian. Identifiers live on a

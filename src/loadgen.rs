@@ -4,6 +4,8 @@
 //!
 //! The same runner drives any [`Target`], so the benchmarks can put the
 //! ring beside RocksDB called directly in-process with the same workload.
+//! Sits at the top of the library beside `chat`: it reaches a ring only
+//! through the `rpc` client.
 
 use crate::error::{Error, Result};
 use crate::rpc::ApiClient;

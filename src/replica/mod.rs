@@ -1,5 +1,6 @@
 //! Replication policy: who holds the copies of a key, how many must answer,
-//! and the writes held for a replica that could not be reached.
+//! and the writes held for a replica that could not be reached. Depends on
+//! `id`, `ring` (for member references) and `store` (the hints' engine).
 //!
 //! The *preference list* of a key is its owner, then the members that
 //! follow the owner on the ring, skipping every member whose process is

@@ -1,5 +1,5 @@
 //! The ring protocol: Chord as corrected by Pamela Zave, as a pure state
-//! machine.
+//! machine. Depends on `id` only: no I/O, no clock, no tokio.
 //!
 //! A [`Host`] is one process's share of the ring: a handful of virtual nodes
 //! ([`Member`]s), each a full ring member with its own identifier, successor

@@ -1,4 +1,5 @@
 //! Storage: records laid out by ring position, behind a small engine trait.
+//! Depends on `id` only.
 //!
 //! A stored key is the 8 big-endian bytes of the user key's ring id followed
 //! by the user key itself, so byte order is ring order and the keys of an
