@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 
 const SERVICES: [&str; 5] = ["bootstrap", "node-1", "node-2", "node-3", "node-4"];
 
+const DOCKER: &str = "a running Docker engine (`docker info`) and docker-compose";
+const INSTALL_DOCKER: &str =
+    "install docker.io and docker-compose (Debian) and start the engine (systemctl start docker)";
+
 fn docker_engine() -> bool {
     Command::new("docker")
         .arg("info")
@@ -153,8 +157,7 @@ impl Drop for Compose {
 
 #[test]
 fn the_compose_ring_is_healthy_and_a_restarted_node_keeps_its_data() {
-    if !docker_engine() {
-        eprintln!("skipped: no Docker engine (docker info) or no docker-compose here");
+    if !prerequisite(docker_engine(), DOCKER, INSTALL_DOCKER) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -294,8 +297,7 @@ fn all_readable(rt: &tokio::runtime::Runtime, addr: &str, acked: &[String]) {
 fn fault_drills_lose_no_acknowledged_write_and_leave_one_ring() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
-    if !docker_engine() {
-        eprintln!("skipped: no Docker engine (docker info) or no docker-compose here");
+    if !prerequisite(docker_engine(), DOCKER, INSTALL_DOCKER) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

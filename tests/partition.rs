@@ -49,14 +49,16 @@ struct Network {
 impl Network {
     /// `None` when this machine cannot make namespaces: not root, or no
     /// `ip`. As root with `ip`, a failure to build the network fails.
-    fn create(hosts: usize) -> Option<Network> {
+    /// Whether namespaces can be made here: root, and `ip`.
+    fn available() -> bool {
         let root = Command::new("id")
             .arg("-u")
             .output()
             .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-        if !root || !ip(&["-V"]) {
-            return None;
-        }
+        root && ip(&["-V"])
+    }
+
+    fn create(hosts: usize) -> Network {
         let tag = std::process::id() % 100_000;
         let network = Network {
             switch: format!("chs{tag}"),
@@ -115,7 +117,7 @@ impl Network {
             ip_ok(&["-n", netns, "link", "set", "eth0", "up"]);
             ip_ok(&["-n", netns, "link", "set", "lo", "up"]);
         }
-        Some(network)
+        network
     }
 
     fn host(&self, h: usize) -> String {
@@ -182,10 +184,15 @@ fn stale_copies(
 
 #[test]
 fn a_node_cut_off_while_writes_continue_converges_once_healed() {
-    let Some(network) = Network::create(4) else {
-        eprintln!("skipped: network namespaces need root and iproute2 (ip)");
+    let available = Network::available();
+    if !prerequisite(
+        available,
+        "network namespaces (root and iproute2's `ip`)",
+        "run as root, with iproute2 installed (scripts/install-deps.sh installs it)",
+    ) {
         return;
-    };
+    }
+    let network = Network::create(4);
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
     let port = 10001;

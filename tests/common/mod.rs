@@ -127,6 +127,27 @@ impl Node {
     }
 }
 
+/// Whether a test whose prerequisite `what` is missing may be skipped:
+/// never where `CI` is set (CI runs with `CI=true`: a missing prerequisite
+/// fails the run), and elsewhere only when `CHORDAL_SKIP_MISSING=1` says so,
+/// with the skip printed. Otherwise the test fails, naming what to install.
+/// Returns true when the test should go on.
+pub fn prerequisite(available: bool, what: &str, install: &str) -> bool {
+    if available {
+        return true;
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+    let opted_out = std::env::var("CHORDAL_SKIP_MISSING").is_ok_and(|v| v == "1");
+    if opted_out && !ci {
+        eprintln!("SKIPPED (CHORDAL_SKIP_MISSING=1): this test needs {what}");
+        return false;
+    }
+    panic!(
+        "this test needs {what}, which this machine lacks: {install}\n\
+         (to skip such tests outside CI, set CHORDAL_SKIP_MISSING=1)"
+    );
+}
+
 pub fn chordal(args: &[&str]) -> Output {
     Command::new(CHORDAL)
         .args(args)
