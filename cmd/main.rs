@@ -65,7 +65,8 @@ struct NodeArgs {
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
 
-    /// Port to listen on.
+    /// Port to listen on; 0 picks a free one. The address the node
+    /// advertises is printed and written to DATA_DIR/address.
     #[arg(long, default_value_t = 10001)]
     port: u16,
 
@@ -81,6 +82,12 @@ struct NodeArgs {
         default_value = "127.0.0.1:10001"
     )]
     bootstrap: Vec<String>,
+
+    /// Start a new ring (or rejoin the peers this data directory last
+    /// knew) instead of joining through --bootstrap: what naming this
+    /// node's own address as --bootstrap does, for a node on --port 0.
+    #[arg(long, conflicts_with = "bootstrap")]
+    new_ring: bool,
 
     /// Virtual nodes (ring members) this process hosts.
     #[arg(long, default_value_t = 4)]
@@ -318,19 +325,31 @@ fn data_home() -> PathBuf {
 
 async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     let listen = format!("{}:{}", args.host, args.port);
-    let advertise = match args.advertise {
-        Some(advertise) => advertise,
-        None if args.host == "0.0.0.0" || args.host == "::" => {
-            bail!("listening on all interfaces ({listen}): pass --advertise with the address others should use")
-        }
-        None => listen.clone(),
+    if args.advertise.is_none() && (args.host == "0.0.0.0" || args.host == "::") {
+        bail!("listening on all interfaces ({listen}): pass --advertise with the address others should use");
+    }
+    if args.port == 0 && args.advertise.is_some() {
+        bail!("--port 0 picks a port when the node starts, so --advertise cannot name it");
+    }
+    // Bound first: with --port 0 the port is known only now.
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let port = listener.local_addr()?.port();
+    let advertise = args
+        .advertise
+        .unwrap_or_else(|| format!("{}:{port}", args.host));
+    let bootstrap = if args.new_ring {
+        vec![advertise.clone()]
+    } else {
+        args.bootstrap
     };
     let data_dir = args
         .data_dir
         .unwrap_or_else(|| data_home().join(advertise.replace(':', "-")));
     let config = NodeConfig {
         advertise: advertise.clone(),
-        bootstrap: args.bootstrap,
+        bootstrap,
         vnodes: args.vnodes,
         ring: ring::Config {
             successors: args.successors,
@@ -353,9 +372,6 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         .admin_port
         .map(|port| std::net::SocketAddr::new(args.admin_host, port));
     config.validate()?;
-    let listener = tokio::net::TcpListener::bind(&listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
     let action = if config.bootstrap.contains(&advertise) {
         "starting a new ring (or rejoining the peers it last knew)".to_string()
     } else {

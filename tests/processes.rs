@@ -152,3 +152,26 @@ fn bad_arguments_are_refused_with_a_clear_message() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot connect"));
 }
+
+#[test]
+fn a_node_on_port_zero_reports_the_port_it_bound_and_serves_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_new_ring(&dir.path().join("zero"), 1, &[]);
+    assert_ne!(node.port, 0);
+    assert_eq!(node.addr, format!("127.0.0.1:{}", node.port));
+    // The address file and the start-up line agree, and the node answers there.
+    let file = std::fs::read_to_string(node.data_dir.join("address")).unwrap();
+    assert_eq!(file.trim(), node.addr);
+    let view = wait_for_ring(&[&node], 1);
+    assert_eq!(view.processes(), [node.addr.clone()].into_iter().collect());
+    assert!(
+        node.log()
+            .contains(&format!("node {} with 1 virtual nodes", node.addr)),
+        "{}",
+        tail(&node.log())
+    );
+    // --advertise cannot name a port not yet picked.
+    let refused = chordal(&["--port", "0", "--advertise", "10.0.0.1:1"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--port 0"));
+}

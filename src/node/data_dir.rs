@@ -15,6 +15,9 @@ const IDENTITY_FILE: &str = "identity";
 const PEERS_FILE: &str = "peers";
 const ONION_KEY_FILE: &str = "onion.key";
 const DATABASE_DIR: &str = "db";
+/// Where a running node writes the address it advertises (for a node on
+/// `--port 0`, the only place to learn it from).
+pub const ADDRESS_FILE: &str = "address";
 
 /// Opens the node's RocksDB database in its data directory.
 pub fn open_store(data_dir: &Path) -> Result<Store<RocksEngine>> {
@@ -116,6 +119,11 @@ fn parse_identity(text: &str) -> std::result::Result<(String, Vec<Id>), String> 
         return Err("no vnode lines".into());
     }
     Ok((advertise, ids))
+}
+
+/// Writes the address the node advertises, replacing the last one.
+pub fn write_address(data_dir: &Path, advertise: &str) -> Result<()> {
+    write_atomically(&data_dir.join(ADDRESS_FILE), &format!("{advertise}\n"))
 }
 
 /// Peers this node knew when it last ran.

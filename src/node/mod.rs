@@ -146,6 +146,7 @@ impl Node {
             }
         }
         let store = data_dir::open_store(&config.data_dir)?;
+        data_dir::write_address(&config.data_dir, &config.advertise)?;
         let hints: SharedEngine = Arc::new(store.engine().hints());
         let store = store.into_shared();
         let host = Host::new(config.advertise.clone(), &ids, &seeds, config.ring.clone());

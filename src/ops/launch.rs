@@ -8,6 +8,7 @@
 //! be stopped gracefully (SIGTERM, the node leaves the ring) or killed
 //! outright (SIGKILL, a crash).
 
+use crate::node::data_dir::ADDRESS_FILE;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -21,9 +22,11 @@ pub struct Launch {
     /// A command the node runs under, e.g. `["ip", "netns", "exec", "ns1"]`.
     pub wrapper: Vec<String>,
     pub host: String,
+    /// 0: a free port, which the node reports in its data directory
+    /// ([`NodeProcess::wait_for_address`]).
     pub port: u16,
-    /// The node to join through (its own address: start a new ring).
-    pub bootstrap: String,
+    /// The node to join through; `None`: start a new ring (`--new-ring`).
+    pub bootstrap: Option<String>,
     pub data_dir: PathBuf,
     pub vnodes: u32,
     /// Further flags, after the ones above.
@@ -51,11 +54,19 @@ impl Launch {
             wrapper: Vec::new(),
             host: "127.0.0.1".into(),
             port,
-            bootstrap: bootstrap.into(),
+            bootstrap: Some(bootstrap.into()),
             data_dir: data_dir.to_path_buf(),
             vnodes: 4,
             args: Vec::new(),
             log: Log::Discard,
+        }
+    }
+
+    /// A node of `exe` on a free port of 127.0.0.1 that starts a new ring.
+    pub fn new_ring(exe: impl Into<PathBuf>, data_dir: &Path) -> Launch {
+        Launch {
+            bootstrap: None,
+            ..Launch::new(exe, 0, "", data_dir)
         }
     }
 
@@ -104,8 +115,12 @@ impl Launch {
         };
         command
             .args(["--host", &self.host])
-            .args(["--port", &self.port.to_string()])
-            .args(["--bootstrap", &self.bootstrap])
+            .args(["--port", &self.port.to_string()]);
+        match &self.bootstrap {
+            Some(bootstrap) => command.args(["--bootstrap", bootstrap]),
+            None => command.arg("--new-ring"),
+        };
+        command
             .args(["--vnodes", &self.vnodes.to_string()])
             .arg("--data-dir")
             .arg(&self.data_dir)
@@ -117,6 +132,12 @@ impl Launch {
 
     /// Starts the node.
     pub fn spawn(&self) -> io::Result<NodeProcess> {
+        // The address a node of an earlier run left must not be taken for
+        // this one's.
+        match std::fs::remove_file(self.data_dir.join(ADDRESS_FILE)) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
         let mut command = self.command();
         match &self.log {
             Log::File(path) => command.stderr(Stdio::from(std::fs::File::create(path)?)),
@@ -219,6 +240,36 @@ impl NodeProcess {
                 ));
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The address the node advertises, once it has started: read from its
+    /// data directory (where a node on port 0 reports the port it got).
+    /// Fails if the process exits or `patience` runs out first.
+    pub fn wait_for_address(&mut self, patience: Duration) -> io::Result<String> {
+        let deadline = Instant::now() + patience;
+        let path = self.data_dir.join(ADDRESS_FILE);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                let addr = text.trim().to_string();
+                if let Some(port) = addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()) {
+                    self.addr = addr.clone();
+                    self.port = port;
+                    return Ok(addr);
+                }
+            }
+            if let Some(status) = self.try_wait()? {
+                return Err(io::Error::other(format!(
+                    "the node exited ({status}) before reporting its address"
+                )));
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no address in {} within {patience:?}", path.display()),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

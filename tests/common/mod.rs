@@ -90,6 +90,18 @@ impl Node {
         Node::spawn(launch, vnodes, extra)
     }
 
+    /// Starts a node on a free port that starts a new ring; returns once
+    /// it has reported the port it got.
+    pub fn start_new_ring(data_dir: &Path, vnodes: u32, extra: &[&str]) -> Node {
+        Node::spawn(Launch::new_ring(CHORDAL, data_dir), vnodes, extra)
+    }
+
+    /// Starts a node on a free port that joins through `bootstrap`; returns
+    /// once it has reported the port it got.
+    pub fn join(bootstrap: &str, data_dir: &Path, vnodes: u32, extra: &[&str]) -> Node {
+        Node::spawn(Launch::new(CHORDAL, 0, bootstrap, data_dir), vnodes, extra)
+    }
+
     fn spawn(launch: Launch, vnodes: u32, extra: &[&str]) -> Node {
         let log = Log::File(launch.data_dir.with_extension("log"));
         let launch = launch
@@ -97,10 +109,17 @@ impl Node {
             .args(TEST_FLAGS)
             .args(extra)
             .log_to(log);
-        let process = launch.spawn().expect("chordal starts");
+        let mut process = launch.spawn().expect("chordal starts");
+        if launch.port == 0 {
+            // The port is the node's to pick: no other process can take it
+            // between a test choosing it and the node binding it.
+            process
+                .wait_for_address(SETTLE)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
         Node {
-            addr: launch.addr(),
-            port: launch.port,
+            addr: process.addr.clone(),
+            port: process.port,
             data_dir: launch.data_dir.clone(),
             process,
         }
@@ -276,19 +295,17 @@ pub fn http_get(addr: &str, path: &str) -> Option<String> {
     head.starts_with("HTTP/1.1 200").then(|| body.to_string())
 }
 
+/// A ring of `count` nodes on ports they pick, in `dir/node-INDEX`: the
+/// first starts it, the others join through it.
 pub fn start_ring(dir: &Path, count: usize, vnodes: u32) -> Vec<Node> {
-    let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
-    let bootstrap = format!("127.0.0.1:{}", ports[0]);
-    ports
-        .iter()
-        .map(|&port| {
-            let node = Node::start(port, &bootstrap, &dir.join(format!("node-{port}")), vnodes);
-            if port == ports[0] {
-                sleep(Duration::from_millis(300));
-            }
-            node
-        })
-        .collect()
+    let first = Node::start_new_ring(&dir.join("node-0"), vnodes, &[]);
+    let bootstrap = first.addr.clone();
+    let mut nodes = vec![first];
+    for index in 1..count {
+        let data_dir = dir.join(format!("node-{index}"));
+        nodes.push(Node::join(&bootstrap, &data_dir, vnodes, &[]));
+    }
+    nodes
 }
 
 /// The addresses of the processes that should hold `key`: its owner and
