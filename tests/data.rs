@@ -153,14 +153,9 @@ fn every_key_stays_readable_while_two_nodes_join_and_one_leaves() {
 
     // Two nodes join ...
     let bootstrap = nodes[0].addr.clone();
-    for _ in 0..2 {
-        let port = free_port();
-        nodes.push(Node::start(
-            port,
-            &bootstrap,
-            &dir.path().join(format!("node-{port}")),
-            2,
-        ));
+    for joiner in 0..2 {
+        let data_dir = dir.path().join(format!("joiner-{joiner}"));
+        nodes.push(Node::join(&bootstrap, &data_dir, 2, &[]));
     }
     wait_for_ring(&nodes.iter().collect::<Vec<_>>(), 2);
     wait_for_pass();
@@ -277,15 +272,8 @@ fn stderr_of(args: &[&str]) -> (bool, String) {
 #[test]
 fn bad_requests_get_clear_errors_and_the_cli_round_trips_values() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let node = Node::start_with(
-        port,
-        &addr,
-        &dir.path().join("solo"),
-        1,
-        &["--max-value-size", "1000"],
-    );
+    let node = Node::start_new_ring(&dir.path().join("solo"), 1, &["--max-value-size", "1000"]);
+    let addr = node.addr.clone();
     wait_for_ring(&[&node], 1);
     let via = ["--via", addr.as_str()];
 
@@ -356,10 +344,8 @@ fn bad_requests_get_clear_errors_and_the_cli_round_trips_values() {
 #[test]
 fn a_node_outside_any_ring_answers_unavailable_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let nowhere = format!("127.0.0.1:{}", free_port());
-    let port = free_port();
-    let _node = Node::start(port, &nowhere, &dir.path().join("lonely"), 1);
-    let addr = format!("127.0.0.1:{port}");
+    let node = Node::join(NOWHERE, &dir.path().join("lonely"), 1, &[]);
+    let addr = node.addr.clone();
     let rt = runtime();
     let error = rt.block_on(async {
         let mut conn = loop {

@@ -105,8 +105,7 @@ fn sigterm_leaves_gracefully_and_exits_zero() {
 #[test]
 fn an_unreachable_bootstrap_is_reported_and_retried_without_crashing() {
     let dir = tempfile::tempdir().unwrap();
-    let nowhere = format!("127.0.0.1:{}", free_port());
-    let mut node = Node::start(free_port(), &nowhere, &dir.path().join("lonely"), 1);
+    let mut node = Node::join(NOWHERE, &dir.path().join("lonely"), 1, &[]);
     let deadline = Instant::now() + SETTLE;
     while !node.log().contains("cannot join the ring") {
         assert!(
@@ -117,7 +116,7 @@ fn an_unreachable_bootstrap_is_reported_and_retried_without_crashing() {
         sleep(Duration::from_millis(200));
     }
     assert!(
-        node.log().contains(&nowhere),
+        node.log().contains(NOWHERE),
         "the message names the bootstrap: {}",
         node.log()
     );
@@ -143,12 +142,7 @@ fn bad_arguments_are_refused_with_a_clear_message() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
-    let output = chordal(&[
-        "lookup",
-        "key",
-        "--via",
-        &format!("127.0.0.1:{}", free_port()),
-    ]);
+    let output = chordal(&["lookup", "key", "--via", NOWHERE]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot connect"));
 }

@@ -80,9 +80,8 @@ const FAST: &[&str] = &["--anti-entropy-interval", "3s"];
 fn no_acknowledged_write_is_lost_while_a_replica_is_killed_and_another_restarted() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
-    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
-    let bootstrap = format!("127.0.0.1:{}", ports[0]);
-    let mut nodes = start_nodes(dir.path(), &ports, &bootstrap, 2, FAST);
+    let mut nodes = start_nodes(dir.path(), 5, None, 2, FAST);
+    let bootstrap = nodes[0].addr.clone();
     wait_for_ring(&nodes.iter().collect::<Vec<_>>(), 2);
 
     // A writer puts new keys through the nodes that stay up, and keeps
@@ -277,9 +276,8 @@ fn copies_left_beyond_n_by_joins_are_handed_back_and_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
     let flags = ["--replicas", "2", "--anti-entropy-interval", "2s"];
-    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
-    let bootstrap = format!("127.0.0.1:{}", ports[0]);
-    let mut nodes = start_nodes(dir.path(), &ports[..3], &bootstrap, 2, &flags);
+    let mut nodes = start_nodes(dir.path(), 3, None, 2, &flags);
+    let bootstrap = nodes[0].addr.clone();
     wait_for_ring(&nodes.iter().collect::<Vec<_>>(), 2);
     rt.block_on(async {
         let mut conn = connect(&bootstrap).await;
@@ -291,7 +289,7 @@ fn copies_left_beyond_n_by_joins_are_handed_back_and_dropped() {
     });
     // Two more processes take over parts of the arcs: the copies the old
     // replicas kept of those parts are now one too many.
-    nodes.extend(start_nodes(dir.path(), &ports[3..], &bootstrap, 2, &flags));
+    nodes.extend(start_nodes(dir.path(), 2, Some(&bootstrap), 2, &flags));
     let view = wait_for_ring(&nodes.iter().collect::<Vec<_>>(), 2);
     let all: Vec<u64> = (0..KEYS).collect();
     let mut misplaced = usize::MAX;
@@ -330,9 +328,8 @@ fn tombstones_are_purged_on_every_replica_after_the_grace_and_deletes_stay() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
     let flags = ["--anti-entropy-interval", "2s", "--tombstone-grace", "6s"];
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let bootstrap = format!("127.0.0.1:{}", ports[0]);
-    let nodes = start_nodes(dir.path(), &ports, &bootstrap, 2, &flags);
+    let nodes = start_nodes(dir.path(), 3, None, 2, &flags);
+    let bootstrap = nodes[0].addr.clone();
     wait_for_ring(&nodes.iter().collect::<Vec<_>>(), 2);
     rt.block_on(async {
         let mut conn = connect(&bootstrap).await;

@@ -11,6 +11,11 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 pub const CHORDAL: &str = env!("CARGO_BIN_EXE_chordal");
+/// An address nobody answers at: port 1 on loopback (tcpmux, which no
+/// test machine runs), refused at once. A free port picked at random
+/// could be taken by another test's node.
+pub const NOWHERE: &str = "127.0.0.1:1";
+
 /// Generous: the machines running the tests are shared and slow.
 pub const SETTLE: Duration = Duration::from_secs(60);
 
@@ -251,29 +256,31 @@ pub fn tail(text: &str) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
-/// Starts a node on each of `ports`, in `dir/node-PORT`, joining through
-/// `bootstrap` with `extra` arguments, 300 ms apart: joins one at a time.
+/// Starts `count` nodes on ports they pick, with `extra` arguments, one
+/// after the other: joining through `bootstrap`, or with `None`, the first
+/// starting a new ring and the others joining it. Data directories are
+/// `dir/node-N`, N unique within this test process.
 pub fn start_nodes(
     dir: &Path,
-    ports: &[u16],
-    bootstrap: &str,
+    count: usize,
+    bootstrap: Option<&str>,
     vnodes: u32,
     extra: &[&str],
 ) -> Vec<Node> {
-    ports
-        .iter()
-        .map(|&port| {
-            let node = Node::start_with(
-                port,
-                bootstrap,
-                &dir.join(format!("node-{port}")),
-                vnodes,
-                extra,
-            );
-            sleep(Duration::from_millis(300));
-            node
-        })
-        .collect()
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut bootstrap = bootstrap.map(String::from);
+    for _ in 0..count {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let data_dir = dir.join(format!("node-{n}"));
+        let node = match &bootstrap {
+            Some(bootstrap) => Node::join(bootstrap, &data_dir, vnodes, extra),
+            None => Node::start_new_ring(&data_dir, vnodes, extra),
+        };
+        bootstrap.get_or_insert_with(|| node.addr.clone());
+        nodes.push(node);
+    }
+    nodes
 }
 
 /// The body of the answer to `GET path` from the HTTP server at `addr`,
