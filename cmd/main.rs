@@ -149,8 +149,9 @@ struct NodeArgs {
     #[arg(long, default_value = "1day", value_parser = humantime::parse_duration)]
     tombstone_grace: Duration,
 
-    /// Serve the admin HTTP port here: Prometheus metrics at /metrics.
-    /// Off unless given.
+    /// Serve the admin HTTP port here: Prometheus metrics at /metrics and
+    /// the dashboard at /. Off unless given; 0 picks a free port, written
+    /// to DATA_DIR/admin-address.
     #[arg(long, value_name = "PORT")]
     admin_port: Option<u16>,
 

@@ -42,30 +42,10 @@ fn chromium() -> &'static str {
 #[test]
 fn the_dashboard_draws_every_process_of_the_ring_in_its_colour() {
     let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let admin = free_port();
-    let bootstrap = format!("127.0.0.1:{}", ports[0]);
-    let admin_flag = admin.to_string();
-    let nodes: Vec<Node> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, &port)| {
-            let extra: &[&str] = if i == 0 {
-                &["--admin-port", &admin_flag]
-            } else {
-                &[]
-            };
-            let node = Node::start_with(
-                port,
-                &bootstrap,
-                &dir.path().join(format!("n{i}")),
-                2,
-                extra,
-            );
-            std::thread::sleep(Duration::from_millis(300));
-            node
-        })
-        .collect();
+    let mut nodes = start_nodes(dir.path(), 1, None, 2, &["--admin-port", "0"]);
+    let bootstrap = nodes[0].addr.clone();
+    nodes.extend(start_nodes(dir.path(), 2, Some(&bootstrap), 2, &[]));
+    let admin = nodes[0].admin_addr();
     wait_for_ring(&nodes.iter().collect::<Vec<_>>(), 2);
     for i in 0..30 {
         assert!(
@@ -74,7 +54,6 @@ fn the_dashboard_draws_every_process_of_the_ring_in_its_colour() {
                 .success()
         );
     }
-    let admin = format!("127.0.0.1:{admin}");
 
     // The JSON the pages draw.
     let deadline = Instant::now() + SETTLE;

@@ -15,16 +15,8 @@ fn sample(page: &str, sample: &str) -> Option<f64> {
 #[test]
 fn the_admin_port_counts_requests_by_method_and_status() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let admin = free_port();
-    let node = Node::start_with(
-        port,
-        &format!("127.0.0.1:{port}"),
-        &dir.path().join("node"),
-        2,
-        &["--admin-port", &admin.to_string()],
-    );
-    let admin = format!("127.0.0.1:{admin}");
+    let node = Node::start_new_ring(&dir.path().join("node"), 2, &["--admin-port", "0"]);
+    let admin = node.admin_addr();
     let deadline = Instant::now() + SETTLE;
     while !chordal(&["health", "--addr", &node.addr]).status.success() {
         assert!(Instant::now() < deadline, "never healthy");

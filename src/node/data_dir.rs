@@ -18,6 +18,8 @@ const DATABASE_DIR: &str = "db";
 /// Where a running node writes the address it advertises (for a node on
 /// `--port 0`, the only place to learn it from).
 pub const ADDRESS_FILE: &str = "address";
+/// Where a node serving an admin port writes that port's address.
+pub const ADMIN_ADDRESS_FILE: &str = "admin-address";
 
 /// Opens the node's RocksDB database in its data directory.
 pub fn open_store(data_dir: &Path) -> Result<Store<RocksEngine>> {
@@ -124,6 +126,12 @@ fn parse_identity(text: &str) -> std::result::Result<(String, Vec<Id>), String> 
 /// Writes the address the node advertises, replacing the last one.
 pub fn write_address(data_dir: &Path, advertise: &str) -> Result<()> {
     write_atomically(&data_dir.join(ADDRESS_FILE), &format!("{advertise}\n"))
+}
+
+/// Writes the address the admin port listens on (with `--admin-port 0`,
+/// the only place to learn it from).
+pub fn write_admin_address(data_dir: &Path, addr: std::net::SocketAddr) -> Result<()> {
+    write_atomically(&data_dir.join(ADMIN_ADDRESS_FILE), &format!("{addr}\n"))
 }
 
 /// Peers this node knew when it last ran.

@@ -31,6 +31,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let advertise = config.advertise.clone();
+    let data_dir = config.data_dir.clone();
     // Bound before the node starts, so that a taken admin port stops
     // nothing half-started.
     let admin = match admin {
@@ -44,6 +45,14 @@ pub async fn run(
     };
     let node = Node::start(config, listener).await?;
     let stop_admin = tokio_util::sync::CancellationToken::new();
+    let admin = match admin {
+        Some((asked, listener)) => {
+            let addr = listener.local_addr().unwrap_or(asked);
+            crate::node::data_dir::write_admin_address(&data_dir, addr)?;
+            Some((addr, listener))
+        }
+        None => None,
+    };
     let admin = admin.map(|(addr, listener)| {
         tracing::info!("admin port: dashboard at http://{addr}/, metrics at http://{addr}/metrics");
         let metrics = Metrics::new(node.requests(), node.stats(), node.data().clone());
