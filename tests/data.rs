@@ -11,7 +11,7 @@ use rand::seq::IndexedRandom;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -145,7 +145,12 @@ fn every_key_stays_readable_while_two_nodes_join_and_one_leaves() {
     };
     let wait_for_pass = || {
         let target = passes.load(Ordering::SeqCst) + 1;
+        let deadline = Instant::now() + SETTLE;
         while passes.load(Ordering::SeqCst) < target {
+            assert!(
+                Instant::now() < deadline,
+                "the reader finished no pass of {KEYS} keys within {SETTLE:?}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     };
@@ -348,10 +353,14 @@ fn a_node_outside_any_ring_answers_unavailable_with_the_reason() {
     let addr = node.addr.clone();
     let rt = runtime();
     let error = rt.block_on(async {
+        let deadline = Instant::now() + SETTLE;
         let mut conn = loop {
             match ApiClient::connect(&addr, TIMEOUT).await {
                 Ok(conn) => break conn,
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(error) => panic!("{addr} never took a connection: {error}"),
             }
         };
         conn.put(b"k", b"v".to_vec(), Duration::ZERO)

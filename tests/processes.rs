@@ -73,8 +73,26 @@ fn the_bootstrap_node_restarted_rejoins_its_old_ring_instead_of_starting_another
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = start_ring(dir.path(), 3, 1);
     wait_for_ring(&nodes.iter().collect::<Vec<_>>(), 1);
-    // Let the bootstrap node record its peers (every 20 stabilize ticks).
-    sleep(Duration::from_secs(5));
+    // The bootstrap node records its peers every 20 stabilize ticks: wait
+    // until its peers file names the other two.
+    let peers_file = nodes[0].data_dir.join("peers");
+    let others: Vec<String> = nodes[1..].iter().map(|n| n.addr.clone()).collect();
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let peers = std::fs::read_to_string(&peers_file).unwrap_or_default();
+        if others
+            .iter()
+            .all(|addr| peers.lines().any(|line| line == addr))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never saved its peers: {peers:?}",
+            peers_file.display()
+        );
+        sleep(Duration::from_millis(100));
+    }
     let first = nodes.remove(0);
     let (port, data_dir, addr) = (first.port, first.data_dir.clone(), first.addr.clone());
     let mut first = first;
