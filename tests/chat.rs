@@ -311,7 +311,9 @@ struct Tmux {
 
 impl Tmux {
     fn new() -> Tmux {
-        let socket = format!("chordal-test-{}-{}", std::process::id(), free_port());
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let socket = format!("chordal-test-{}-{n}", std::process::id());
         Tmux { socket }
     }
 

@@ -29,15 +29,13 @@ fn docker_engine() -> bool {
             .is_ok_and(|o| o.status.success())
 }
 
-/// A compose project of its own, in a directory of its own, with free
-/// host ports; taken down (volumes and all) when dropped.
+/// A compose project of its own, in a directory of its own, its ports
+/// published on host ports Docker picks; taken down (volumes and all) when
+/// dropped.
 struct Compose {
     dir: PathBuf,
     project: String,
     image: String,
-    ports: Vec<u16>,
-    /// Host ports of each service's dashboard and metrics.
-    admin_ports: Vec<u16>,
 }
 
 impl Compose {
@@ -48,7 +46,13 @@ impl Compose {
             dir.join("docker-compose.yml"),
         )
         .unwrap();
-        let tag = format!("test-{}-{}", std::process::id(), free_port());
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let unique = format!(
+            "{}x{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
+        let tag = format!("test-{unique}");
         let output = Command::new(repo.join("scripts/image.sh"))
             .arg(&tag)
             .env("CHORDAL_BIN", CHORDAL)
@@ -58,10 +62,8 @@ impl Compose {
         assert!(output.status.success(), "image: {output:?}");
         Compose {
             dir: dir.to_path_buf(),
-            project: format!("chordaltest{}", free_port()),
+            project: format!("chordaltest{unique}"),
             image: format!("chordal:{tag}"),
-            ports: (0..5).map(|_| free_port()).collect(),
-            admin_ports: (0..5).map(|_| free_port()).collect(),
         }
     }
 
@@ -72,18 +74,36 @@ impl Compose {
             .args(["-p", &self.project])
             .args(args)
             .env("CHORDAL_IMAGE", &self.image);
-        let names = ["BOOTSTRAP", "NODE_1", "NODE_2", "NODE_3", "NODE_4"];
-        for (name, port) in names.iter().zip(&self.ports) {
-            command.env(format!("CHORDAL_PORT_{name}"), port.to_string());
-        }
-        for (name, port) in names.iter().zip(&self.admin_ports) {
-            command.env(format!("CHORDAL_ADMIN_PORT_{name}"), port.to_string());
+        // Host port 0: Docker picks a free one (asked back with `port`),
+        // so two tests can never be handed the same.
+        for name in ["BOOTSTRAP", "NODE_1", "NODE_2", "NODE_3", "NODE_4"] {
+            command.env(format!("CHORDAL_PORT_{name}"), "0");
+            command.env(format!("CHORDAL_ADMIN_PORT_{name}"), "0");
         }
         command.output().unwrap()
     }
 
+    /// Where on the host `service`'s container port is published now (a
+    /// restarted container may get another host port).
+    fn published(&self, service: usize, port: u16) -> String {
+        let output = self.run(&["port", SERVICES[service], &port.to_string()]);
+        let addr = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        assert!(
+            output.status.success() && addr.starts_with("127.0.0.1:"),
+            "{} publishes no port {port}: {output:?}",
+            SERVICES[service]
+        );
+        addr
+    }
+
+    /// The address of `service`'s node, from the host.
     fn addr(&self, service: usize) -> String {
-        format!("127.0.0.1:{}", self.ports[service])
+        self.published(service, 10001)
+    }
+
+    /// The address of `service`'s admin port, from the host.
+    fn admin_addr(&self, service: usize) -> String {
+        self.published(service, 8080)
     }
 
     /// Waits until every service's container reports healthy.
@@ -182,14 +202,11 @@ fn the_compose_ring_is_healthy_and_a_restarted_node_keeps_its_data() {
     compose.wait_whole("node-1");
 
     // Any node's dashboard and metrics, from the host.
-    let dashboard = http_get(
-        &format!("127.0.0.1:{}", compose.admin_ports[3]),
-        "/api/ring",
-    );
+    let dashboard = http_get(&compose.admin_addr(3), "/api/ring");
     let ring: serde_json::Value =
         serde_json::from_str(&dashboard.unwrap_or_default()).unwrap_or_default();
     assert_eq!(ring["members"].as_array().map(Vec::len), Some(20), "{ring}");
-    let metrics = http_get(&format!("127.0.0.1:{}", compose.admin_ports[0]), "/metrics");
+    let metrics = http_get(&compose.admin_addr(0), "/metrics");
     assert!(metrics
         .unwrap_or_default()
         .contains("chordal_members_joined 4"));
