@@ -4,7 +4,8 @@
 //! the invariants of the corrected protocol are checked after *every* event
 //! (one ordered ring, every live member with a live successor), then the
 //! ring must converge to exactly the right successor lists and predecessors.
-//! A failing test prints its seed; the same seed replays the same run.
+//! A failing test prints its seed and the command that replays it; the
+//! same seed replays the same run.
 
 use chordal::id::Id;
 use chordal::ring::{self, Addr};
@@ -13,14 +14,40 @@ use chordal::sim::{Sim, SimConfig};
 /// Simulated milliseconds allowed for convergence in these small rings.
 const CONVERGE_MS: u64 = 120_000;
 
-/// `CHORDAL_SIM_SEED=n` shifts every scenario's seed, to explore more runs:
-/// `for n in $(seq 100); do CHORDAL_SIM_SEED=$n cargo test --test simulation || break; done`
+/// Each scenario's seed: its own, or `CHORDAL_SIM_SEED`'s (to replay a
+/// failure, or to explore more runs:
+/// `for n in $(seq 100); do CHORDAL_SIM_SEED=$n cargo test --test simulation || break; done`).
+/// A failing scenario prints the command that replays it.
 fn config(seed: u64, r: usize) -> SimConfig {
-    let shift: u64 = std::env::var("CHORDAL_SIM_SEED")
+    let seed = seed_for(seed);
+    SEED.with(|s| s.set(Some(seed)));
+    static REPLAY_HINT: std::sync::Once = std::sync::Once::new();
+    REPLAY_HINT.call_once(|| {
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            report(info);
+            // The test harness names each test's thread after the test.
+            let test = std::thread::current().name().map(String::from);
+            if let (Some(seed), Some(test)) = (SEED.with(|s| s.get()), test) {
+                eprintln!(
+                    "simulation failed with seed {seed}; replay it with:\n    CHORDAL_SIM_SEED={seed} cargo test --test simulation {test}"
+                );
+            }
+        }));
+    });
+    chordal::sim::paper::experiment_config(seed, r)
+}
+
+fn seed_for(own: u64) -> u64 {
+    std::env::var("CHORDAL_SIM_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    chordal::sim::paper::experiment_config(seed + shift * 1000, r)
+        .unwrap_or(own)
+}
+
+thread_local! {
+    /// The seed of the scenario running on this thread.
+    static SEED: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
 }
 
 /// Starts `hosts` hosts one after the other (each after the previous joined)
@@ -257,7 +284,8 @@ fn a_graceful_leave_is_repaired_without_waiting_for_timeouts() {
 #[test]
 fn the_same_seed_replays_the_same_run() {
     let run = |seed| {
-        let (mut sim, addrs) = grown_ring(config(seed, 4), 6);
+        let config = chordal::sim::paper::experiment_config(seed, 4);
+        let (mut sim, addrs) = grown_ring(config, 6);
         sim.set_loss(0.1);
         sim.crash(&addrs[2]);
         sim.run_for(10_000);
@@ -268,8 +296,9 @@ fn the_same_seed_replays_the_same_run() {
             sim.live_members(),
         )
     };
-    assert_eq!(run(11), run(11));
-    assert_ne!(run(11), run(12), "the seed drives the run");
+    let seed = config(11, 4).seed;
+    assert_eq!(run(seed), run(seed));
+    assert_ne!(run(seed), run(seed + 1), "the seed drives the run");
 }
 
 #[test]
