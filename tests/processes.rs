@@ -139,16 +139,33 @@ fn an_unreachable_bootstrap_is_reported_and_retried_without_crashing() {
         node.log()
     );
     assert!(node.log().contains("retrying in"), "{}", node.log());
-    // Not joined: `ring` says so and fails; the process is still alive.
+    // Not joined: `ring` says so and fails; the process is still alive,
+    // and reports NOT_SERVING to the gRPC health protocol (exit 1), for the
+    // process and for its member alike.
     let output = chordal(&["ring", "--via", &node.addr]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("has not joined"));
+    let health = chordal(&["health", "--addr", &node.addr]);
+    assert_eq!(health.status.code(), Some(1), "{health:?}");
+    assert!(node.is_running());
+    // The same check answers SERVING (exit 0) once a node is in a ring.
+    let joined = Node::start_new_ring(&dir.path().join("ring"), 1, &[]);
+    let deadline = Instant::now() + SETTLE;
+    while !chordal(&["health", "--addr", &joined.addr])
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "{}", tail(&joined.log()));
+        sleep(Duration::from_millis(100));
+    }
     assert!(node.terminate().success());
 }
 
 #[test]
 fn bad_arguments_are_refused_with_a_clear_message() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 6] = [
+        (&["--host", "0.0.0.0"], "pass --advertise"),
+        (&["--host", "::"], "pass --advertise"),
         (&["--successors", "1"], "--successors must be between 2"),
         (&["--vnodes", "0"], "--vnodes must be between 1"),
         (&["--bootstrap", "nowhere"], "host:port"),
