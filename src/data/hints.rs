@@ -156,3 +156,33 @@ impl DataNode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryEngine;
+    use std::sync::Arc;
+
+    #[test]
+    fn each_failed_attempt_doubles_the_pause_up_to_the_longest_and_a_delivery_resets_it() {
+        let engine: SharedEngine = Arc::new(MemoryEngine::new());
+        let queue = HintQueue::new(Hints::open(engine).unwrap());
+        let start = Instant::now();
+        assert!(queue.due("a:1", start), "never tried: due at once");
+        let mut pauses = Vec::new();
+        let mut now = start;
+        for _ in 0..7 {
+            let pause = queue.failed("a:1", now);
+            assert!(!queue.due("a:1", now), "due right after failing");
+            assert!(queue.due("a:1", now + pause));
+            pauses.push(pause.as_secs());
+            now += pause;
+        }
+        assert_eq!(pauses, [1, 2, 4, 8, 16, 30, 30]);
+        // Another target keeps its own pause; a delivery forgets this one's.
+        assert!(queue.due("b:1", start));
+        queue.delivered("a:1");
+        assert!(queue.due("a:1", start));
+        assert_eq!(queue.failed("a:1", start), FIRST_HINT_BACKOFF);
+    }
+}

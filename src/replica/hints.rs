@@ -35,6 +35,8 @@ pub struct Hints<E> {
     /// Hints held and their bytes.
     held: Mutex<(u64, u64)>,
     sequence: AtomicU64,
+    /// Most hints and bytes held ([`MAX_HINTS`], [`MAX_HINT_BYTES`]).
+    bounds: (u64, u64),
 }
 
 fn damaged(key: &[u8], why: &str) -> StoreError {
@@ -44,10 +46,17 @@ fn damaged(key: &[u8], why: &str) -> StoreError {
 impl<E: Engine> Hints<E> {
     /// Opens the hints in `engine`, counting those already there.
     pub fn open(engine: E) -> StoreResult<Hints<E>> {
+        Hints::open_bounded(engine, MAX_HINTS, MAX_HINT_BYTES)
+    }
+
+    /// [`Hints::open`] holding at most `max_hints` hints of `max_bytes` in
+    /// all (tests use small bounds).
+    pub fn open_bounded(engine: E, max_hints: u64, max_bytes: u64) -> StoreResult<Hints<E>> {
         let hints = Hints {
             engine,
             held: Mutex::new((0, 0)),
             sequence: AtomicU64::new(0),
+            bounds: (max_hints, max_bytes),
         };
         let mut cursor = Vec::new();
         let (mut count, mut bytes, mut last_sequence) = (0, 0, 0);
@@ -98,7 +107,7 @@ impl<E: Engine> Hints<E> {
         value.extend_from_slice(&record);
         let size = (key.len() + value.len()) as u64;
         let mut held = self.held.lock().expect("hints lock");
-        if held.0 + 1 > MAX_HINTS || held.1 + size > MAX_HINT_BYTES {
+        if held.0 + 1 > self.bounds.0 || held.1 + size > self.bounds.1 {
             return Ok(false);
         }
         self.engine.put(&key, &value)?;
@@ -288,5 +297,35 @@ mod tests {
         let other = NodeRef::new(Id(2), "10.0.0.2:1");
         hints.add(&other, &huge).unwrap();
         assert_eq!(hints.batch("10.0.0.2:1", 256).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn past_either_bound_a_hint_is_refused_until_delivered_ones_make_room() {
+        let target = NodeRef::new(Id(1), "10.0.0.1:1");
+        // By count: three at most.
+        let hints = Hints::open_bounded(MemoryEngine::new(), 3, u64::MAX).unwrap();
+        for n in 0..3 {
+            assert!(hints.add(&target, &entry(n)).unwrap());
+        }
+        assert!(!hints.add(&target, &entry(3)).unwrap(), "a fourth was kept");
+        assert_eq!(hints.len(), 3);
+        let first = hints.batch("10.0.0.1:1", 1).unwrap();
+        hints.remove(&first).unwrap();
+        assert!(hints.add(&target, &entry(3)).unwrap());
+        // By bytes: room for two of these, not three.
+        let one = {
+            let probe = Hints::open(MemoryEngine::new()).unwrap();
+            probe.add(&target, &entry(0)).unwrap();
+            let bytes = probe.held.lock().unwrap().1;
+            bytes
+        };
+        let hints = Hints::open_bounded(MemoryEngine::new(), u64::MAX, 2 * one + one / 2).unwrap();
+        assert!(hints.add(&target, &entry(0)).unwrap());
+        assert!(hints.add(&target, &entry(1)).unwrap());
+        assert!(
+            !hints.add(&target, &entry(2)).unwrap(),
+            "past the byte bound"
+        );
+        assert_eq!(hints.len(), 2);
     }
 }
