@@ -124,6 +124,8 @@ fn sigterm_leaves_gracefully_and_exits_zero() {
     let mut nodes = start_ring(dir.path(), 4, 1);
     wait_for_ring(&nodes.iter().collect::<Vec<_>>(), 1);
     let mut leaver = nodes.remove(3);
+    let gone = format!("@{}", leaver.addr);
+    let from = format!("{gone})");
     let status = leaver.terminate();
     assert!(status.success(), "exit status {status}");
     assert!(
@@ -132,6 +134,37 @@ fn sigterm_leaves_gracefully_and_exits_zero() {
         leaver.log()
     );
     wait_for_ring(&nodes.iter().collect::<Vec<_>>(), 1);
+    // Its predecessor dropped it on being told, not by failure detection:
+    // some neighbour logged its successor changing away from the leaver,
+    // and none ever presumed it dead (what a missed leave would show).
+    let logs = || nodes.iter().map(|n| plain(&n.log())).collect::<Vec<_>>();
+    let deadline = Instant::now() + SETTLE;
+    while !logs().iter().any(|log| {
+        log.lines().any(|l| {
+            l.contains("successor changed")
+                && l.contains(&format!("from=Some({}", ""))
+                && l.contains(&gone)
+        })
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "no neighbour dropped {gone}:\n{}",
+            logs()
+                .iter()
+                .map(|l| tail(l))
+                .collect::<Vec<_>>()
+                .join("\n---\n")
+        );
+        sleep(Duration::from_millis(100));
+    }
+    for log in logs() {
+        assert!(
+            !log.lines()
+                .any(|l| l.contains("presumed dead") && l.contains(&gone)),
+            "the leaver was presumed dead, not told about:\n{}",
+            tail(&log)
+        );
+    }
 }
 
 #[test]

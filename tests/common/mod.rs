@@ -182,6 +182,25 @@ pub fn prerequisite(available: bool, what: &str, install: &str) -> bool {
     );
 }
 
+/// A log without its colours (ANSI escape sequences), to match words in.
+pub fn plain(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ ... final byte in @..~
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) && c != '[' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 pub fn chordal(args: &[&str]) -> Output {
     Command::new(CHORDAL)
         .args(args)
