@@ -5,7 +5,7 @@
 //! a member drop pointers without checking them first.
 
 use super::message::{NodeRef, Request, Response};
-use super::Host;
+use super::{Host, Notice};
 use crate::id::{between_open_closed, Id};
 
 impl Host {
@@ -102,13 +102,28 @@ impl Host {
             .filter(|s| s.id != leaving.id)
             .cloned()
             .collect();
+        let mut new_head = None;
         if remaining.first().is_some_and(|head| head.id != me) {
+            let from = member.successors.first().cloned();
             member.successors = remaining;
+            let to = member.successors[0].clone();
+            if from.as_ref().map(|f| f.id) != Some(to.id) {
+                new_head = Some((from, to));
+            }
         }
         for finger in &mut member.fingers {
             if finger.as_ref().is_some_and(|f| f.id == leaving.id) {
                 *finger = None;
             }
+        }
+        // Said like any other change of successor, so the log and the
+        // dashboard's events show a leave being taken in.
+        if let Some((from, to)) = new_head {
+            self.notice(Notice::SuccessorChanged {
+                member: me,
+                from,
+                to,
+            });
         }
         if was_predecessor {
             self.set_predecessor(index, None);
