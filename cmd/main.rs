@@ -6,7 +6,7 @@ mod client;
 
 use anyhow::{bail, Context};
 use chordal::node::NodeConfig;
-use chordal::ops::launch::{Launch, Log};
+use chordal::ops::launch::{Launch, Log, NodeProcess};
 use chordal::ops::walk::{walk_ring, RingWalk};
 use chordal::replica::ReplicationConfig;
 use chordal::ring;
@@ -218,6 +218,7 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         nodes: u16,
         /// Port of the first node; the others take the ports after it.
+        /// 0: every node picks a free port (printed below).
         #[arg(long, default_value_t = 10001)]
         base_port: u16,
         /// Virtual nodes per process.
@@ -542,31 +543,39 @@ async fn local_ring(
             .with_context(|| format!("cannot empty {}", root.display()))?;
     }
     let exe = std::env::current_exe().context("cannot find the chordal executable")?;
-    let bootstrap = format!("127.0.0.1:{base_port}");
-    let mut children = Vec::new();
+    let mut children: Vec<NodeProcess> = Vec::new();
     for index in 0..nodes {
-        let port = base_port + index;
-        let mut launch = Launch::new(
-            &exe,
-            port,
-            &bootstrap,
-            &root.join(format!("127.0.0.1-{port}")),
-        )
+        // With --base-port 0 every node picks a free port and reports it.
+        let port = if base_port == 0 { 0 } else { base_port + index };
+        let data_dir = if base_port == 0 {
+            root.join(format!("node-{index}"))
+        } else {
+            root.join(format!("127.0.0.1-{port}"))
+        };
+        let mut launch = match children.first() {
+            Some(first) => Launch::new(&exe, port, &first.addr, &data_dir),
+            None if base_port == 0 => Launch::new_ring(&exe, &data_dir),
+            None => Launch::new(&exe, port, &format!("127.0.0.1:{port}"), &data_dir),
+        }
         .vnodes(vnodes);
         if verbose > 0 {
             launch = launch.args(&[format!("-{}", "v".repeat(verbose as usize))]);
         }
         // The nodes log to this terminal, as a node started by hand does.
-        let child = launch
+        let mut child = launch
             .log_to(Log::Inherit)
             .spawn()
-            .with_context(|| format!("cannot start node on port {port}"))?;
+            .with_context(|| format!("cannot start node {index}"))?;
+        child
+            .wait_for_address(Duration::from_secs(60))
+            .with_context(|| format!("node {index} did not start"))?;
         children.push(child);
         if index == 0 {
             // Let the bootstrap node start its ring before the others knock.
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
+    let bootstrap = children[0].addr.clone();
     println!(
         "local ring of {nodes} nodes ({vnodes} virtual nodes each), data in {}:",
         root.display()
@@ -580,8 +589,8 @@ async fn local_ring(
     }
     println!("try: chordal ring --via {bootstrap}");
     println!(
-        "     chordal lookup hello --via 127.0.0.1:{}",
-        base_port + nodes - 1
+        "     chordal lookup hello --via {}",
+        children[children.len() - 1].addr
     );
     println!("     chordal put hello world && chordal get hello");
     println!("Ctrl-C stops every node.");

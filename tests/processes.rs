@@ -254,3 +254,79 @@ fn a_node_on_port_zero_reports_the_port_it_bound_and_serves_there() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--port 0"));
 }
+
+#[test]
+fn chordal_local_starts_a_ring_and_ctrl_c_makes_every_node_leave() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("local.log");
+    let mut local = Command::new(CHORDAL)
+        .args(["local", "--nodes", "3", "--base-port", "0", "--vnodes", "1"])
+        .args(["--watch", "0s", "--data-dir"])
+        .arg(dir.path().join("ring"))
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // The addresses it prints, up to its last line of instructions.
+    let (lines, printed) = std::sync::mpsc::channel();
+    let stdout = local.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if lines.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut addrs = Vec::new();
+    loop {
+        let line = printed.recv_timeout(SETTLE).unwrap_or_else(|_| {
+            panic!(
+                "chordal local printed no instructions: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        });
+        if let Some(addr) = line.trim().strip_prefix("127.0.0.1:") {
+            let port = addr.split_whitespace().next().unwrap();
+            addrs.push(format!("127.0.0.1:{port}"));
+        }
+        if line.contains("Ctrl-C stops every node") {
+            break;
+        }
+    }
+    assert_eq!(addrs.len(), 3, "{addrs:?}");
+    // One ring of the three.
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let view = ring_via(&addrs[0]);
+        if view.whole && view.processes() == addrs.iter().cloned().collect() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", view.summary);
+        sleep(Duration::from_millis(200));
+    }
+    // Ctrl-C: every node leaves the ring, and `local` exits 0.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(local.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let deadline = Instant::now() + SETTLE;
+    let status = loop {
+        if let Some(status) = local.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "chordal local did not stop");
+        sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    let log = plain(&std::fs::read_to_string(&log).unwrap());
+    for addr in &addrs {
+        assert!(
+            log.contains(&format!("node {addr} left the ring")),
+            "{addr} did not leave:\n{}",
+            tail(&log)
+        );
+    }
+}
