@@ -379,14 +379,23 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     } else {
         format!("joining through {}", config.bootstrap.join(", "))
     };
-    eprintln!(
+    say(format!(
         "chordal: node {advertise} with {} virtual nodes, {action}; data in {}",
         config.vnodes,
         data_dir.display()
-    );
+    ));
     chordal::ops::run(config, admin, listener, shutdown_signal()).await?;
-    eprintln!("chordal: node {advertise} left the ring");
+    say(format!("chordal: node {advertise} left the ring"));
     Ok(())
+}
+
+/// Writes `line` to stderr in one piece: the nodes of `chordal local` share
+/// one terminal, and `eprintln!` writes a line in several calls that other
+/// processes' lines can cut into.
+fn say(line: String) {
+    use std::io::Write;
+    let line = line + "\n";
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 /// Completes on Ctrl-C or SIGTERM.
