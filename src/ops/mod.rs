@@ -49,23 +49,22 @@ pub async fn run(
         Some((asked, listener)) => {
             let addr = listener.local_addr().unwrap_or(asked);
             crate::node::data_dir::write_admin_address(&data_dir, addr)?;
-            Some((addr, listener))
+            tracing::info!(
+                "admin port: dashboard at http://{addr}/, metrics at http://{addr}/metrics"
+            );
+            let metrics = Metrics::new(node.requests(), node.stats(), node.data().clone());
+            let stopped = stop_admin.clone();
+            Some(tokio::spawn(serve_admin(
+                listener,
+                metrics,
+                node.stats().clone(),
+                node.data().clone(),
+                advertise,
+                async move { stopped.cancelled().await },
+            )))
         }
         None => None,
     };
-    let admin = admin.map(|(addr, listener)| {
-        tracing::info!("admin port: dashboard at http://{addr}/, metrics at http://{addr}/metrics");
-        let metrics = Metrics::new(node.requests(), node.stats(), node.data().clone());
-        let stopped = stop_admin.clone();
-        tokio::spawn(serve_admin(
-            listener,
-            metrics,
-            node.stats().clone(),
-            node.data().clone(),
-            advertise,
-            async move { stopped.cancelled().await },
-        ))
-    });
     // The admin port serves until the node has left the ring.
     let outcome = node.run_until(shutdown).await;
     stop_admin.cancel();
