@@ -32,14 +32,6 @@ pub enum Clock {
 }
 
 impl Clock {
-    /// A virtual clock reading `base_ms` now.
-    pub fn virtual_at(base_ms: u64) -> Clock {
-        Clock::Virtual {
-            base_ms,
-            start: tokio::time::Instant::now(),
-        }
-    }
-
     /// Milliseconds since the Unix epoch.
     pub fn wall_ms(&self) -> u64 {
         match self {
@@ -65,7 +57,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_virtual_clock_advances_with_tokio_time_only() {
-        let clock = Clock::virtual_at(1_000);
+        let clock = Clock::Virtual {
+            base_ms: 1_000,
+            start: tokio::time::Instant::now(),
+        };
         assert_eq!(clock.wall_ms(), 1_000);
         tokio::time::advance(Duration::from_millis(250)).await;
         assert_eq!(clock.wall_ms(), 1_250);

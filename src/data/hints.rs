@@ -99,17 +99,6 @@ impl DataNode {
         self.hints.store.len()
     }
 
-    /// The pause before the next attempt to deliver hints to `addr`, if
-    /// an attempt failed since the last delivery.
-    pub fn hint_backoff(&self, addr: &str) -> Option<Duration> {
-        self.hints
-            .backoff
-            .lock()
-            .expect("backoff lock")
-            .get(addr)
-            .map(|(_, pause)| *pause)
-    }
-
     /// Tries to deliver the hints held for every target whose pause is
     /// over; a target that answers gets all of its hints, batch by batch.
     pub async fn deliver_hints(&self) {

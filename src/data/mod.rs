@@ -272,10 +272,6 @@ impl DataNode {
         &self.stats
     }
 
-    pub fn addr(&self) -> &str {
-        &self.addr
-    }
-
     /// This process's members that are in the ring now.
     pub fn members_joined(&self) -> usize {
         self.members.borrow().iter().filter(|m| m.joined).count()

@@ -199,16 +199,6 @@ impl DataSim {
         self.net().loss = loss;
     }
 
-    /// Every process address, up or not.
-    pub fn addrs(&self) -> Vec<String> {
-        self.engines
-            .lock()
-            .expect("sim lock")
-            .keys()
-            .cloned()
-            .collect()
-    }
-
     /// Addresses of the processes up and in the ring.
     pub fn live(&self) -> Vec<String> {
         let net = self.net();
