@@ -15,7 +15,7 @@ fn sample(page: &str, sample: &str) -> Option<f64> {
 #[test]
 fn the_admin_port_counts_requests_by_method_and_status() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start_new_ring(&dir.path().join("node"), 2, &["--admin-port", "0"]);
+    let mut node = Node::start_new_ring(&dir.path().join("node"), 2, &["--admin-port", "0"]);
     let admin = node.admin_addr();
     let deadline = Instant::now() + SETTLE;
     while !chordal(&["health", "--addr", &node.addr]).status.success() {

@@ -8,7 +8,7 @@
 //! be stopped gracefully (SIGTERM, the node leaves the ring) or killed
 //! outright (SIGKILL, a crash).
 
-use crate::node::data_dir::ADDRESS_FILE;
+use crate::node::data_dir::{ADDRESS_FILE, ADMIN_ADDRESS_FILE};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -132,11 +132,13 @@ impl Launch {
 
     /// Starts the node.
     pub fn spawn(&self) -> io::Result<NodeProcess> {
-        // The address a node of an earlier run left must not be taken for
-        // this one's.
-        match std::fs::remove_file(self.data_dir.join(ADDRESS_FILE)) {
-            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
-            _ => {}
+        // The addresses a node of an earlier run left must not be taken
+        // for this one's.
+        for file in [ADDRESS_FILE, ADMIN_ADDRESS_FILE] {
+            match std::fs::remove_file(self.data_dir.join(file)) {
+                Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+                _ => {}
+            }
         }
         let mut command = self.command();
         match &self.log {
@@ -247,20 +249,33 @@ impl NodeProcess {
     /// data directory (where a node on port 0 reports the port it got).
     /// Fails if the process exits or `patience` runs out first.
     pub fn wait_for_address(&mut self, patience: Duration) -> io::Result<String> {
+        let (addr, port) = self.wait_for_written(ADDRESS_FILE, patience)?;
+        self.addr = addr.clone();
+        self.port = port;
+        Ok(addr)
+    }
+
+    /// The address of the node's admin port, once it serves one (with
+    /// `--admin-port 0`, the port it got), as [`NodeProcess::wait_for_address`].
+    pub fn wait_for_admin_address(&mut self, patience: Duration) -> io::Result<String> {
+        Ok(self.wait_for_written(ADMIN_ADDRESS_FILE, patience)?.0)
+    }
+
+    /// The `host:port` the node writes to `file` of its data directory.
+    fn wait_for_written(&mut self, file: &str, patience: Duration) -> io::Result<(String, u16)> {
         let deadline = Instant::now() + patience;
-        let path = self.data_dir.join(ADDRESS_FILE);
+        let path = self.data_dir.join(file);
         loop {
             if let Ok(text) = std::fs::read_to_string(&path) {
                 let addr = text.trim().to_string();
                 if let Some(port) = addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()) {
-                    self.addr = addr.clone();
-                    self.port = port;
-                    return Ok(addr);
+                    return Ok((addr, port));
                 }
             }
             if let Some(status) = self.try_wait()? {
                 return Err(io::Error::other(format!(
-                    "the node exited ({status}) before reporting its address"
+                    "the node exited ({status}) before writing {}",
+                    path.display()
                 )));
             }
             if Instant::now() >= deadline {

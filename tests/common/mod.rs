@@ -143,21 +143,10 @@ impl Node {
 
     /// The address of the node's admin port, once it serves one (started
     /// with `--admin-port 0`, it picks the port and writes it down).
-    pub fn admin_addr(&self) -> String {
-        let path = self.data_dir.join("admin-address");
-        let deadline = Instant::now() + SETTLE;
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&path) {
-                return text.trim().to_string();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} wrote no admin address: {}",
-                self.addr,
-                tail(&self.log())
-            );
-            sleep(Duration::from_millis(20));
-        }
+    pub fn admin_addr(&mut self) -> String {
+        self.process
+            .wait_for_admin_address(SETTLE)
+            .unwrap_or_else(|e| panic!("{e}: {}", tail(&self.log())))
     }
 }
 
