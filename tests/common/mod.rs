@@ -320,17 +320,10 @@ pub fn http_get(addr: &str, path: &str) -> Option<String> {
     head.starts_with("HTTP/1.1 200").then(|| body.to_string())
 }
 
-/// A ring of `count` nodes on ports they pick, in `dir/node-INDEX`: the
-/// first starts it, the others join through it.
+/// A ring of `count` nodes on ports they pick: the first starts it, the
+/// others join through it ([`start_nodes`] with no extra arguments).
 pub fn start_ring(dir: &Path, count: usize, vnodes: u32) -> Vec<Node> {
-    let first = Node::start_new_ring(&dir.join("node-0"), vnodes, &[]);
-    let bootstrap = first.addr.clone();
-    let mut nodes = vec![first];
-    for index in 1..count {
-        let data_dir = dir.join(format!("node-{index}"));
-        nodes.push(Node::join(&bootstrap, &data_dir, vnodes, &[]));
-    }
-    nodes
+    start_nodes(dir, count, None, vnodes, &[])
 }
 
 /// The addresses of the processes that should hold `key`: its owner and
