@@ -66,18 +66,29 @@ fn grown_ring(config: SimConfig, hosts: usize) -> (Sim, Vec<Addr>) {
     (sim, addrs)
 }
 
+/// Runs until the ring has converged, checking its invariants at every
+/// step; then until every finger is right, which a converged ring owes
+/// within two sweeps of fix-fingers (one finger lookup a tick, at most
+/// one per finger). Returns the time the ring took.
 fn converge(sim: &mut Sim, what: &str) -> u64 {
-    match sim.run_until_converged(CONVERGE_MS, true) {
+    let seed = sim.config().seed;
+    let took = match sim.run_until_converged(CONVERGE_MS, true) {
         Ok(Some(ms)) => ms,
-        Ok(None) => panic!(
-            "{what} did not converge in {CONVERGE_MS} ms (seed {})",
-            sim.config().seed
-        ),
-        Err(violation) => panic!(
-            "{what}: invariant broken: {violation} (seed {})",
-            sim.config().seed
-        ),
+        Ok(None) => panic!("{what} did not converge in {CONVERGE_MS} ms (seed {seed})"),
+        Err(violation) => panic!("{what}: invariant broken: {violation} (seed {seed})"),
+    };
+    let deadline = sim.now() + 2 * Id::BITS as u64 * sim.config().fix_fingers_ms;
+    while let Err(wrong) = sim.check_fingers() {
+        assert!(
+            sim.now() < deadline,
+            "{what}: converged, but two sweeps of fix-fingers later {wrong} (seed {seed})"
+        );
+        sim.run_for_checked(sim.config().fix_fingers_ms, |sim| {
+            sim.check_ring().map(drop)
+        })
+        .unwrap_or_else(|v| panic!("{what}: invariant broken: {v} (seed {seed})"));
     }
+    took
 }
 
 fn ids_of(sim: &Sim, addr: &str) -> Vec<Id> {
@@ -185,8 +196,41 @@ fn a_partition_that_heals_leaves_one_ring() {
         id.0 % 2 == 0
     });
     sim.partition(&[left.clone(), right.clone()]);
-    // Each side repairs itself into a ring of its own.
-    sim.run_for(30_000);
+    // Each side repairs itself into a ring of its own members...
+    let deadline = sim.now() + CONVERGE_MS;
+    while !(sim.is_side_converged(&left) && sim.is_side_converged(&right)) {
+        assert!(
+            sim.now() < deadline,
+            "the two sides did not each converge (seed {})",
+            sim.config().seed
+        );
+        assert!(sim.step(), "the simulation ran dry");
+    }
+    // ...and each stays one while the partition lasts: every joined member
+    // of a side on its one ordered cycle, each with a successor on its
+    // side. (A member whose every known member fell on the other side
+    // leaves, and rejoins through its bootstrap only once healed.)
+    let whole_side = |sim: &Sim, side: &[Addr]| {
+        let shape = sim.check_side(side).map_err(|v| v.to_string())?;
+        let joined = side
+            .iter()
+            .flat_map(|a| sim.host(a).unwrap().members())
+            .filter(|m| m.is_joined())
+            .count();
+        if shape.cycle.len() == joined {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} of {joined} joined members on the side's ring",
+                shape.cycle.len()
+            ))
+        }
+    };
+    sim.run_for_checked(20_000, |sim| {
+        whole_side(sim, &left)?;
+        whole_side(sim, &right)
+    })
+    .unwrap_or_else(|v| panic!("while split: {v} (seed {})", sim.config().seed));
     sim.heal();
     // Merging breaks the one-ring invariant until it completes, so the
     // checks start again once the ring has converged.

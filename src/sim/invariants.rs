@@ -1,9 +1,10 @@
 //! What the ring scenarios check, at any step: the ring's shape (one
 //! cycle, ordered, every live member with a live successor, appendages),
 //! the stronger eventual property that it has converged, the true owner of
-//! a key, and how right the fingers are.
+//! a key, and how right the fingers are. While a partition splits the
+//! hosts, the same checks apply to each side on its own.
 
-use super::Sim;
+use super::{Sim, SimHost};
 use crate::id::{between_open_closed, Id};
 use crate::ring::{self, Addr, Host, NodeRef};
 use std::collections::HashMap;
@@ -33,6 +34,13 @@ pub enum Violation {
     NoLiveSuccessor(NodeRef),
     #[error("member {member} has a successor list that is not in ring order: {list:?}")]
     UnorderedList { member: NodeRef, list: Vec<NodeRef> },
+    #[error("member {member}'s finger {index} is {finger:?}, but its start is owned by {owner}")]
+    WrongFinger {
+        member: NodeRef,
+        index: usize,
+        finger: Option<NodeRef>,
+        owner: NodeRef,
+    },
 }
 
 /// The live members sorted by id: the owner of a key is the first member at
@@ -82,11 +90,24 @@ impl Sim {
         self.hosts.get(addr).map(|h| &h.host)
     }
 
+    /// The live hosts a check covers: all of them, or those of one side
+    /// of a partition.
+    fn in_scope<'a>(&'a self, side: Option<&'a [Addr]>) -> impl Iterator<Item = &'a SimHost> {
+        self.hosts
+            .iter()
+            .filter(move |(addr, _)| side.is_none_or(|side| side.contains(addr)))
+            .map(|(_, host)| host)
+    }
+
     /// Every joined member of every live host, sorted by id.
     pub fn live_members(&self) -> Vec<NodeRef> {
+        self.members_in(None)
+    }
+
+    /// Every joined member of the live hosts in scope, sorted by id.
+    fn members_in(&self, side: Option<&[Addr]>) -> Vec<NodeRef> {
         let mut members: Vec<NodeRef> = self
-            .hosts
-            .values()
+            .in_scope(side)
             .flat_map(|h| {
                 h.host
                     .members()
@@ -115,21 +136,28 @@ impl Sim {
     /// list in ring order. (A lone member that is its own successor while
     /// newcomers hang off it is a legal state: it is how every ring begins.)
     pub fn check_ring(&self) -> Result<RingShape, Violation> {
-        self.ring_shape(true)
+        self.ring_shape(true, None)
+    }
+
+    /// [`Sim::check_ring`] for one side of a partition, as if the hosts in
+    /// `side` were all there is: one ring of its own members, ordered,
+    /// each with a successor on its side.
+    pub fn check_side(&self, side: &[Addr]) -> Result<RingShape, Violation> {
+        self.ring_shape(true, Some(side))
     }
 
     /// As [`Sim::check_ring`], but members whose whole successor list is dead
     /// are tolerated (counted as detached): for scenarios that deliberately
     /// break the failure assumption.
     pub fn check_ring_tolerating_detached(&self) -> Result<RingShape, Violation> {
-        self.ring_shape(false)
+        self.ring_shape(false, None)
     }
 
-    fn ring_shape(&self, strict: bool) -> Result<RingShape, Violation> {
+    fn ring_shape(&self, strict: bool, side: Option<&[Addr]>) -> Result<RingShape, Violation> {
         // Index every live joined member; the check runs after every event
         // of rings of thousands, so it works on indices, not clones.
         let mut nodes: Vec<&ring::Member> = Vec::new();
-        for sim_host in self.hosts.values() {
+        for sim_host in self.in_scope(side) {
             nodes.extend(sim_host.host.members().iter().filter(|m| m.is_joined()));
         }
         let index_of: HashMap<Id, usize> =
@@ -245,11 +273,25 @@ impl Sim {
     /// The eventual goal: one ordered ring of every live member, with every
     /// successor list the next `r` members and every predecessor right.
     pub fn is_converged(&self) -> bool {
-        let members = self.live_members();
-        let joined_everyone = self
-            .hosts
-            .values()
-            .all(|h| h.host.members().iter().all(|m| m.is_joined()));
+        self.converged_in(None)
+    }
+
+    /// [`Sim::is_converged`] for one side of a partition: its joined
+    /// members make one ring with exact successor lists and predecessors.
+    /// A member waiting to rejoin is outside it: one whose every known
+    /// member fell on the other side leaves and can only rejoin through
+    /// its bootstrap nodes, which may be over there too, until the heal.
+    pub fn is_side_converged(&self, side: &[Addr]) -> bool {
+        self.converged_in(Some(side))
+    }
+
+    fn converged_in(&self, side: Option<&[Addr]>) -> bool {
+        let members = self.members_in(side);
+        let joined_everyone = side.is_some()
+            || self
+                .hosts
+                .values()
+                .all(|h| h.host.members().iter().all(|m| m.is_joined()));
         if members.is_empty() || !joined_everyone {
             return false;
         }
@@ -273,8 +315,35 @@ impl Sim {
         true
     }
 
+    /// Every finger of every live member right: naming the true owner of
+    /// its start, or empty where that owner is the member itself. A finger
+    /// is a lookup's answer, so this holds once the ring has converged and
+    /// every member has refreshed each finger since; the first wrong one
+    /// otherwise.
+    pub fn check_fingers(&self) -> Result<(), Violation> {
+        let members = self.live_members();
+        let owners = Owners::new(members.clone());
+        for node in &members {
+            let member = self.hosts[&node.addr].host.member(node.id).expect("live");
+            for (index, finger) in member.fingers().iter().enumerate() {
+                let owner = owners
+                    .owner(node.id.finger_start(index))
+                    .expect("non-empty");
+                if !finger_names(node, finger.as_ref(), owner) {
+                    return Err(Violation::WrongFinger {
+                        member: node.clone(),
+                        index,
+                        finger: finger.clone(),
+                        owner: owner.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Fraction of fingers, over all live members, that point at the true
-    /// owner of their start.
+    /// owner of their start (fingers the successor list covers aside).
     pub fn finger_accuracy(&self) -> f64 {
         let members = self.live_members();
         let owners = Owners::new(members.clone());
@@ -289,7 +358,7 @@ impl Sim {
                 }
                 total += 1;
                 let owner = owners.owner(start).expect("non-empty");
-                if finger.as_ref().is_some_and(|f| f.id == owner.id) {
+                if finger_names(node, finger.as_ref(), owner) {
                     right += 1;
                 }
             }
@@ -299,5 +368,15 @@ impl Sim {
         } else {
             right as f64 / total as f64
         }
+    }
+}
+
+/// Whether `member`'s finger is right for a start `owner` owns: it names
+/// the owner, or is empty where the owner is the member itself (a member
+/// keeps no finger to itself).
+fn finger_names(member: &NodeRef, finger: Option<&NodeRef>, owner: &NodeRef) -> bool {
+    match finger {
+        Some(finger) => finger.id == owner.id && finger.addr == owner.addr,
+        None => owner.id == member.id,
     }
 }
