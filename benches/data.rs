@@ -127,10 +127,6 @@ fn fill_arc(data_dir: &Path, from: Id, to: Id, records: u64) {
     }
 }
 
-fn terminate(node: &mut chordal::ops::launch::NodeProcess) {
-    node.terminate(Duration::from_secs(60)).unwrap();
-}
-
 /// Parses "took over the arc: N records, X MiB in T" from a node's log.
 fn took_over(log: &Path) -> Option<String> {
     let text = std::fs::read_to_string(log).ok()?;
@@ -142,30 +138,25 @@ async fn hand_off(mib: u64, idle_rss_kib: u64) {
     let records = mib * 1024;
     println!("## join hand-off of {records} records of 1 KiB ({mib} MiB of values)\n");
     let dir = tempfile::tempdir().unwrap();
-    let (port_a, port_b) = (free_port(), free_port());
-    let (addr_a, addr_b) = (format!("127.0.0.1:{port_a}"), format!("127.0.0.1:{port_b}"));
     let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
-    // A first run creates A's identity; then its database is filled with
-    // records that all belong to B once B joins.
-    let mut nodes = Nodes::default();
-    nodes.0.push(spawn_node(port_a, &addr_a, &dir_a, 1, None));
-    wait_for_ring(&addr_a, 1).await;
-    terminate(&mut nodes.0[0]);
-    nodes.0.clear();
-    let (id_a, id_b) = (Id::of_vnode(&addr_a, 0), Id::of_vnode(&addr_b, 0));
+    // Both identities first; then A's database is filled with records
+    // that all belong to B once B joins.
+    let (id_a, id_b) = (identity(&dir_a, "a", 1)[0], identity(&dir_b, "b", 1)[0]);
     let filling = Instant::now();
     fill_arc(&dir_a, id_a, id_b, records);
     println!(
         "(filled A's database in {:.1} s)",
         filling.elapsed().as_secs_f64()
     );
-    nodes.0.push(spawn_node(port_a, &addr_a, &dir_a, 1, None));
+    let mut nodes = Nodes::default();
+    nodes.0.push(spawn_node(None, &dir_a, 1, None));
+    let addr_a = nodes.0[0].addr.clone();
     wait_for_ring(&addr_a, 1).await;
     let log_b = dir.path().join("b.log");
     let started = Instant::now();
     nodes
         .0
-        .push(spawn_node(port_b, &addr_a, &dir_b, 1, Some(&log_b)));
+        .push(spawn_node(Some(&addr_a), &dir_b, 1, Some(&log_b)));
     let line = loop {
         if let Some(line) = took_over(&log_b) {
             break line;

@@ -23,20 +23,8 @@ async fn main() {
     let vnodes = 4;
     let lookups = 3000;
     let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
-    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let mut nodes = Nodes::default();
-    for (index, port) in ports.iter().enumerate() {
-        let data_dir = dir.path().join(port.to_string());
-        nodes
-            .0
-            .push(spawn_node(*port, &addrs[0], &data_dir, vnodes as u32, None));
-        if index == 0 {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    }
     let started = Instant::now();
-    wait_for_ring(&addrs[0], count * vnodes).await;
+    let (nodes, addrs) = start_ring(dir.path(), count, vnodes as u32).await;
     // Let fix-fingers finish a few rounds.
     tokio::time::sleep(Duration::from_secs(10)).await;
     println!(

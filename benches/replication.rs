@@ -61,14 +61,13 @@ fn write_records(data_dir: &Path, keys: &[&String], clock: u64) {
 
 /// Starts A and B (one member each, rounds only on demand), runs a repair
 /// at A and returns its one round's report.
-async fn repair_round(dir: &Path, addr_a: &str, addr_b: &str) -> chordal::data::RoundReport {
-    let port = |addr: &str| addr.rsplit_once(':').unwrap().1.parse::<u16>().unwrap();
+async fn repair_round(dir: &Path) -> chordal::data::RoundReport {
     let extra = ["--anti-entropy-interval", "0", "--replicas", "2"];
-    let mut a = spawn_node_with(port(addr_a), addr_a, &dir.join("a"), 1, None, &extra);
-    wait_for_ring(addr_a, 1).await;
-    let mut b = spawn_node_with(port(addr_b), addr_a, &dir.join("b"), 1, None, &extra);
-    wait_for_ring(addr_a, 2).await;
-    let mut conn = ApiClient::connect(addr_a, Duration::from_secs(600))
+    let mut a = spawn_node_with(None, &dir.join("a"), 1, None, &extra);
+    wait_for_ring(&a.addr, 1).await;
+    let mut b = spawn_node_with(Some(&a.addr), &dir.join("b"), 1, None, &extra);
+    wait_for_ring(&a.addr, 2).await;
+    let mut conn = ApiClient::connect(&a.addr, Duration::from_secs(600))
         .await
         .unwrap();
     let reports = conn.repair().await.unwrap();
@@ -85,12 +84,12 @@ async fn entropy() {
     let count = env_or("CHORDAL_AE_KEYS", 1_000_000);
     println!("## anti-entropy between two replicas of {count} keys (100-byte values)\n");
     let dir = tempfile::tempdir().unwrap();
-    let (addr_a, addr_b) = (
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
+    // A owns (B, A]: every key goes there. The ids are chosen before
+    // either process runs; each keeps them on whatever port it picks.
+    let (id_a, id_b) = (
+        identity(&dir.path().join("a"), "a", 1)[0],
+        identity(&dir.path().join("b"), "b", 1)[0],
     );
-    // A owns (B, A]: every key goes there.
-    let (id_a, id_b) = (Id::of_vnode(&addr_a, 0), Id::of_vnode(&addr_b, 0));
     let keys = keys_in_arc(id_b, id_a, count);
     let all: Vec<&String> = keys.iter().collect();
     let filling = Instant::now();
@@ -110,7 +109,7 @@ async fn entropy() {
             .collect();
         write_records(&dir.path().join("b"), &changed, next_clock);
         next_clock += 1 << 16;
-        let report = repair_round(dir.path(), &addr_a, &addr_b).await;
+        let report = repair_round(dir.path()).await;
         let moved = report.stats.pushed + report.stats.pulled;
         assert_eq!(moved, differing, "{report:?}");
         print_round(&format!("{differing} keys"), &report);
@@ -118,7 +117,7 @@ async fn entropy() {
     // The whole range: B lost everything, so every record goes, in
     // batches, with no listing.
     std::fs::remove_dir_all(dir.path().join("b").join("db")).unwrap();
-    let report = repair_round(dir.path(), &addr_a, &addr_b).await;
+    let report = repair_round(dir.path()).await;
     print_round("whole range shipped (replica empty)", &report);
     println!();
 }
@@ -190,22 +189,7 @@ async fn recovery() {
     let count = env_or("CHORDAL_RECOVERY_KEYS", 5_000);
     println!("## back to N = 3 copies after kill -9 (5 nodes x 4 virtual nodes, {count} keys)\n");
     let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
-    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let mut nodes = Nodes::default();
-    for (i, port) in ports.iter().enumerate() {
-        nodes.0.push(spawn_node(
-            *port,
-            &addrs[0],
-            &dir.path().join(i.to_string()),
-            4,
-            None,
-        ));
-        if i == 0 {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    }
-    wait_for_ring(&addrs[0], 20).await;
+    let (mut nodes, addrs) = start_ring(dir.path(), 5, 4).await;
     let keys: Vec<String> = (0..count).map(|i| format!("recovery-{i}")).collect();
     let mut conn = ApiClient::connect(&addrs[0], Duration::from_secs(15))
         .await

@@ -1,11 +1,11 @@
-//! What the benchmarks share: `chordal` processes on free loopback ports,
-//! killed when dropped, and their memory.
+//! What the benchmarks share: `chordal` processes on loopback ports they
+//! pick themselves, killed when dropped, and their memory.
 #![allow(dead_code)] // each benchmark uses a different part
 
+use chordal::id::Id;
 use chordal::loadgen::{self, Kind, Target, Workload};
 use chordal::ops::launch::{Launch, Log, NodeProcess};
 use chordal::ops::walk::walk_ring;
-use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,36 +23,32 @@ pub fn chordal_bin() -> std::path::PathBuf {
 #[derive(Default)]
 pub struct Nodes(pub Vec<NodeProcess>);
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts a node with fast ring maintenance; its log goes to `log` if given.
+/// Starts a node with fast ring maintenance on a port it picks, joining
+/// through `bootstrap` (or starting a new ring); its log goes to `log` if
+/// given. Returns once the node has reported its address (`.addr`).
 pub fn spawn_node(
-    port: u16,
-    bootstrap: &str,
+    bootstrap: Option<&str>,
     data_dir: &Path,
     vnodes: u32,
     log: Option<&Path>,
 ) -> NodeProcess {
-    spawn_node_with(port, bootstrap, data_dir, vnodes, log, &[])
+    spawn_node_with(bootstrap, data_dir, vnodes, log, &[])
 }
 
 /// [`spawn_node`] with `extra` arguments after the usual ones (started by
 /// the library's one launcher, [`chordal::ops::launch`]).
 pub fn spawn_node_with(
-    port: u16,
-    bootstrap: &str,
+    bootstrap: Option<&str>,
     data_dir: &Path,
     vnodes: u32,
     log: Option<&Path>,
     extra: &[&str],
 ) -> NodeProcess {
-    let mut launch = Launch::new(chordal_bin(), port, bootstrap, data_dir)
+    let launch = match bootstrap {
+        Some(bootstrap) => Launch::new(chordal_bin(), 0, bootstrap, data_dir),
+        None => Launch::new_ring(chordal_bin(), data_dir),
+    };
+    let mut launch = launch
         .vnodes(vnodes)
         .args(&[
             "--stabilize-interval",
@@ -65,7 +61,18 @@ pub fn spawn_node_with(
     if let Some(log) = log {
         launch = launch.log_to(Log::File(log.to_path_buf()));
     }
-    launch.spawn().expect("chordal starts")
+    let mut node = launch.spawn().expect("chordal starts");
+    node.wait_for_address(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"));
+    node
+}
+
+/// Gives `data_dir` the identity (the ids of `vnodes` virtual nodes) a
+/// node first advertising `name` would make, before any node runs there:
+/// a benchmark can then place records in arcs it knows, and start the
+/// node on whatever port it picks, which keeps these ids.
+pub fn identity(data_dir: &Path, name: &str, vnodes: u32) -> Vec<Id> {
+    chordal::node::data_dir::load_or_create_identity(data_dir, name, vnodes).unwrap()
 }
 
 /// Waits until the ring seen from `via` is whole with `members` members.
@@ -141,17 +148,17 @@ pub async fn measure(name: &str, target: Arc<dyn Target>, ops: u64) {
 
 /// Starts `count` nodes of `vnodes` members each and waits for their ring.
 pub async fn start_ring(dir: &Path, count: usize, vnodes: u32) -> (Nodes, Vec<String>) {
-    let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
-    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let mut nodes = Nodes::default();
-    for (index, port) in ports.iter().enumerate() {
-        let data_dir = dir.join(port.to_string());
-        nodes
-            .0
-            .push(spawn_node(*port, &addrs[0], &data_dir, vnodes, None));
-        if index == 0 {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
+    let mut addrs: Vec<String> = Vec::new();
+    for index in 0..count {
+        let node = spawn_node(
+            addrs.first().map(String::as_str),
+            &dir.join(index.to_string()),
+            vnodes,
+            None,
+        );
+        addrs.push(node.addr.clone());
+        nodes.0.push(node);
     }
     wait_for_ring(&addrs[0], count * vnodes as usize).await;
     (nodes, addrs)
