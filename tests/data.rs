@@ -307,6 +307,26 @@ fn bad_requests_get_clear_errors_and_the_cli_round_trips_values() {
         chordal(&[&["get", "binary"][..], &via].concat()).stdout,
         bytes
     );
+    // And piped on stdin, with no value argument.
+    let mut put = std::process::Command::new(CHORDAL)
+        .args([&["put", "piped"][..], &via].concat())
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        put.stdin.take().unwrap().write_all(b"from a pipe").unwrap();
+    }
+    let put = put.wait_with_output().unwrap();
+    assert!(put.status.success(), "{put:?}");
+    // `--meta` adds the owner and version on stderr; `--r 1` asks the
+    // owner alone.
+    let output = chordal(&[&["get", "piped", "--meta", "--r", "1"][..], &via].concat());
+    let meta = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.stdout, b"from a pipe", "{meta}");
+    assert!(meta.contains("owner    ") && meta.contains(&addr), "{meta}");
+    assert!(meta.contains("version  clock 0x"), "{meta}");
 
     // Missing keys: NOT_FOUND, said plainly.
     let (ok, stderr) = stderr_of(&[&["get", "nobody"][..], &via].concat());

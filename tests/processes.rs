@@ -209,6 +209,15 @@ fn an_unreachable_bootstrap_is_reported_and_retried_without_crashing() {
         sleep(Duration::from_millis(100));
     }
     assert!(node.terminate().success());
+    // Bootstraps are tried in the order given: past one that does not
+    // answer, the next one lets a node join.
+    let second = Node::join(
+        NOWHERE,
+        &dir.path().join("second"),
+        1,
+        &["--bootstrap", &joined.addr],
+    );
+    wait_for_ring(&[&joined, &second], 1);
 }
 
 #[test]
