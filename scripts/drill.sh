@@ -5,24 +5,32 @@
 #   scripts/drill.sh restart [SERVICE]      # stop and start one
 #   scripts/drill.sh disconnect [SERVICE]   # cut one off the network for 5 s, reconnect it
 #
-# While the drill runs, keys are written through bootstrap (127.0.0.1:10001
-# unless CHORDAL_PORT_BOOTSTRAP says otherwise); afterwards the drill
-# checks that the ring is one ordered ring again and that every write
-# acknowledged during it reads back. SERVICE defaults to node-3; it may not
-# be the bootstrap, which the writes go through.
+# While the drill runs, keys are written through bootstrap's published
+# client port (asked of `docker-compose port`); afterwards the drill checks
+# that the ring is one closed, ordered ring of every running process and
+# that every write acknowledged during it reads back. SERVICE defaults to
+# node-3; it may not be the bootstrap, which the writes go through.
+#
+# It drives whatever compose project docker-compose would: the
+# repository's docker-compose.yml by default, another through
+# COMPOSE_FILE and COMPOSE_PROJECT_NAME (docker-compose's own variables;
+# tests/docker.rs runs this script that way). CHORDAL_BIN names the client
+# binary (default target/debug/chordal, built if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 drill="${1:-}"
 service="${2:-node-3}"
-chordal=target/debug/chordal
-via="127.0.0.1:${CHORDAL_PORT_BOOTSTRAP:-10001}"
+chordal="${CHORDAL_BIN:-target/debug/chordal}"
 case "$drill" in kill|restart|disconnect) ;; *)
     echo "usage: scripts/drill.sh kill|restart|disconnect [SERVICE]" >&2; exit 2 ;;
 esac
 [ "$service" != bootstrap ] || { echo "the writes go through bootstrap: pick another service" >&2; exit 2; }
-[ -x "$chordal" ] || cargo build --bin chordal
+[ -x "$chordal" ] || [ -n "${CHORDAL_BIN:-}" ] || cargo build --bin chordal
+[ -x "$chordal" ] || { echo "no chordal binary at $chordal" >&2; exit 1; }
 container="$(docker-compose ps -q "$service")"
 [ -n "$container" ] || { echo "$service is not running: docker-compose up -d first" >&2; exit 1; }
+via="$(docker-compose port bootstrap 10001)"
+case "$via" in *:[0-9]*) ;; *) echo "bootstrap publishes no client port: docker-compose up -d first" >&2; exit 1 ;; esac
 
 acked="$(mktemp)"
 trap 'kill "$writer" 2>/dev/null || true; rm -f "$acked"' EXIT
@@ -50,7 +58,9 @@ case "$drill" in
 esac
 sleep 3
 kill "$writer"; wait "$writer" 2>/dev/null || true
-echo "$(wc -l <"$acked") writes acknowledged during the drill; checking the ring and every one of them"
+written="$(wc -l <"$acked")"
+echo "$written writes acknowledged during the drill; checking the ring and every one of them"
+[ "$written" -gt 0 ] || { echo "FAILED: no write was acknowledged during the drill" >&2; exit 1; }
 
 # One ring again means every running process in it, closed and ordered.
 processes="$(docker-compose ps -q | wc -l)"

@@ -1,9 +1,10 @@
 //! The container image and the compose ring, on a real Docker engine:
 //! `scripts/image.sh` builds an image FROM scratch, `docker-compose.yml`
 //! starts five processes that find each other by service name and report
-//! healthy through the gRPC health protocol, and a node stopped and
-//! started again comes back with its data. Skipped, saying so, where no
-//! Docker engine answers.
+//! healthy through the gRPC health protocol, a node stopped and started
+//! again comes back with its data, and `scripts/drill.sh` passes its three
+//! fault drills. Where no Docker engine answers these tests fail, naming
+//! what to install (`CHORDAL_SKIP_MISSING=1` skips them, outside CI only).
 
 mod common;
 
@@ -70,21 +71,27 @@ impl Compose {
         }
     }
 
-    fn run(&self, args: &[&str]) -> Output {
-        let mut command = Command::new("docker-compose");
+    /// `program` run in the project's directory with what docker-compose
+    /// needs to find this project: its file, its name, its image, and
+    /// host port 0 for every published port (Docker picks a free one,
+    /// asked back with `port`, so two tests can never be handed the same).
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new(program);
         command
             .current_dir(&self.dir)
-            .args(["-p", &self.project])
-            .args(args)
+            .env("COMPOSE_FILE", self.dir.join("docker-compose.yml"))
+            .env("COMPOSE_PROJECT_NAME", &self.project)
             .env("CHORDAL_IMAGE", &self.image)
             .env("CHORDAL_ANTI_ENTROPY_INTERVAL", self.anti_entropy);
-        // Host port 0: Docker picks a free one (asked back with `port`),
-        // so two tests can never be handed the same.
         for name in ["BOOTSTRAP", "NODE_1", "NODE_2", "NODE_3", "NODE_4"] {
             command.env(format!("CHORDAL_PORT_{name}"), "0");
             command.env(format!("CHORDAL_ADMIN_PORT_{name}"), "0");
         }
-        command.output().unwrap()
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command("docker-compose").args(args).output().unwrap()
     }
 
     /// Where on the host `service`'s container port is published now (a
@@ -134,32 +141,63 @@ impl Compose {
         }
     }
 
-    /// `chordal ring --summary` run inside the network, in `service`.
-    fn ring_summary(&self, service: &str) -> String {
-        let output = self.run(&[
+    /// `chordal ring` run inside the network, in `service`, through its
+    /// own node.
+    fn ring(&self, service: &str) -> RingView {
+        RingView::from_output(&self.run(&[
             "exec",
             "-T",
             service,
             "/chordal",
             "ring",
             "--via",
-            "bootstrap:10001",
-            "--summary",
-        ]);
-        String::from_utf8_lossy(&output.stdout).trim().to_string()
+            &format!("{service}:10001"),
+            "--timeout",
+            "2s",
+        ]))
+    }
+
+    /// Waits until the ring seen from `service` is the ring of exactly
+    /// `services`, each with its four members, closed and ordered.
+    fn wait_ring_of(&self, service: &str, services: &[&str]) -> RingView {
+        let expected: std::collections::BTreeSet<String> =
+            services.iter().map(|s| format!("{s}:10001")).collect();
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let view = self.ring(service);
+            if view.whole
+                && view.processes() == expected
+                && view.members.len() == 4 * services.len()
+            {
+                return view;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "from {service}, not the ring of {services:?}: {}",
+                view.summary
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 
     /// Waits until the ring seen from `service` is the whole ring: every
     /// member of the five processes, closed and ordered.
-    fn wait_whole(&self, service: &str) {
-        let deadline = Instant::now() + SETTLE;
-        while !self
-            .ring_summary(service)
-            .contains("20 members on 5 processes, closed and ordered")
-        {
-            assert!(Instant::now() < deadline, "{}", self.ring_summary(service));
-            std::thread::sleep(Duration::from_millis(500));
-        }
+    fn wait_whole(&self, service: &str) -> RingView {
+        self.wait_ring_of(service, &SERVICES)
+    }
+
+    /// The host address of a ring member's advertised address
+    /// (`node-2:10001`).
+    fn host_addr(&self, advertised: &str) -> String {
+        let service = advertised.trim_end_matches(":10001");
+        let index = SERVICES.iter().position(|s| *s == service).unwrap();
+        self.addr(index)
+    }
+
+    /// Runs `docker ARGS`, failing the test if it fails.
+    fn docker(&self, args: &[&str]) {
+        let output = Command::new("docker").args(args).output().unwrap();
+        assert!(output.status.success(), "docker {args:?}: {output:?}");
     }
 
     /// The container running `service`.
@@ -172,6 +210,11 @@ impl Compose {
 impl Drop for Compose {
     fn drop(&mut self) {
         self.run(&["down", "-v", "--timeout", "5"]);
+        // The second network a partition test made, if any.
+        Command::new("docker")
+            .args(["network", "rm", &format!("{}_side", self.project)])
+            .output()
+            .ok();
         Command::new("docker")
             .args(["image", "rm", "-f", &self.image])
             .output()
@@ -291,63 +334,13 @@ fn the_compose_ring_is_healthy_and_a_restarted_node_keeps_its_data() {
     });
 }
 
-/// Writes keys through `addrs` until `stop`, keeping those acknowledged.
-fn writer(
-    rt: &tokio::runtime::Runtime,
-    addrs: Vec<String>,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    acked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    prefix: &'static str,
-) -> tokio::task::JoinHandle<()> {
-    rt.spawn(async move {
-        let mut conns = Vec::new();
-        for addr in &addrs {
-            conns.push(
-                chordal::rpc::ApiClient::connect(addr, Duration::from_secs(5))
-                    .await
-                    .unwrap(),
-            );
-        }
-        let mut i = 0u64;
-        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-            let key = format!("{prefix}-{i}");
-            let conn = &mut conns[i as usize % addrs.len()];
-            if conn
-                .put(key.as_bytes(), key.as_bytes().to_vec(), Duration::ZERO)
-                .await
-                .is_ok()
-            {
-                acked.lock().unwrap().push(key);
-            }
-            i += 1;
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-}
-
-/// Every key in `acked` reads back through `addr`, retried while the ring
-/// settles.
-fn all_readable(rt: &tokio::runtime::Runtime, addr: &str, acked: &[String]) {
-    rt.block_on(async {
-        let deadline = Instant::now() + SETTLE;
-        let mut conn = chordal::rpc::ApiClient::connect(addr, Duration::from_secs(5))
-            .await
-            .unwrap();
-        for key in acked {
-            let mut got = conn.get(key.as_bytes(), false).await;
-            while got.is_err() && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                got = conn.get(key.as_bytes(), false).await;
-            }
-            assert_eq!(got.unwrap().value, key.as_bytes(), "{key}");
-        }
-    });
-}
-
+/// `scripts/drill.sh`, the script docs/operations.md tells operators to
+/// run, on each of its three drills: it writes through bootstrap while it
+/// kills, restarts or cuts off a node, then fails unless the ring is one
+/// ordered ring of every process again and every write it had
+/// acknowledged reads back.
 #[test]
 fn fault_drills_lose_no_acknowledged_write_and_leave_one_ring() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, Mutex};
     if !prerequisite(docker_engine(), DOCKER, INSTALL_DOCKER) {
         return;
     }
@@ -356,66 +349,142 @@ fn fault_drills_lose_no_acknowledged_write_and_leave_one_ring() {
     assert!(compose.run(&["up", "-d"]).status.success());
     compose.wait_healthy();
     compose.wait_whole("bootstrap");
-    let rt = runtime();
-    // Writes go through bootstrap and node-4, which every drill spares.
-    let through = vec![compose.addr(0), compose.addr(4)];
-    let drills: [(&str, &[&[&str]], &str); 3] = [
-        (
-            "kill",
-            &[&["kill", "node-3"], &["start", "node-3"]],
-            "bootstrap",
-        ),
-        (
-            "restart",
-            &[&["stop", "node-2"], &["start", "node-2"]],
-            "bootstrap",
-        ),
-        ("disconnect", &[], "bootstrap"),
-    ];
-    for (name, steps, exec_in) in drills {
-        let acked = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let writing = writer(&rt, through.clone(), stop.clone(), acked.clone(), name);
-        std::thread::sleep(Duration::from_secs(1));
-        if name == "disconnect" {
-            // node-1 cut off from the ring's network, then back.
-            let network = format!("{}_ring", compose.project);
-            let container = compose.container("node-1");
-            let cut = Command::new("docker")
-                .args(["network", "disconnect", &network, &container])
-                .output()
-                .unwrap();
-            assert!(cut.status.success(), "{cut:?}");
-            std::thread::sleep(Duration::from_secs(4));
-            let healed = Command::new("docker")
-                .args([
-                    "network", "connect", "--alias", "node-1", &network, &container,
-                ])
-                .output()
-                .unwrap();
-            assert!(healed.status.success(), "{healed:?}");
-        } else {
-            for step in steps {
-                let output = compose.run(step);
-                assert!(output.status.success(), "{name}: {output:?}");
-                std::thread::sleep(Duration::from_secs(2));
-            }
-        }
-        std::thread::sleep(Duration::from_secs(1));
-        stop.store(true, Ordering::SeqCst);
-        rt.block_on(writing).unwrap();
-        compose.wait_healthy();
-        compose.wait_whole(exec_in);
-        let acked = acked.lock().unwrap().clone();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/drill.sh");
+    for (drill, service) in [
+        ("kill", "node-3"),
+        ("restart", "node-2"),
+        ("disconnect", "node-1"),
+    ] {
+        let output = compose
+            .command(&script)
+            .args([drill, service])
+            .env("CHORDAL_BIN", CHORDAL)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(
-            acked.len() > 100,
-            "{name}: only {} writes acknowledged",
-            acked.len()
+            output.status.success()
+                && stdout.contains("passed: every acknowledged write reads back"),
+            "drill {drill} on {service}: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
         );
-        all_readable(&rt, &compose.addr(1), &acked);
-        eprintln!(
-            "drill {name}: {} acknowledged writes, all readable",
-            acked.len()
+        eprintln!("{stdout}");
+        compose.wait_healthy();
+    }
+}
+
+/// A network partition without root: node-3 and node-4 moved from the
+/// ring's network to one of their own, writes taken on both sides (the
+/// same keys too, the minority's later), then moved back. Each side is
+/// a closed, ordered ring of its own processes while split; once healed
+/// the two rings merge into one and anti-entropy brings every copy of
+/// every key to its newest version, the minority's later writes included.
+#[test]
+fn a_partitioned_compose_ring_merges_and_every_copy_converges_once_healed() {
+    if !prerequisite(docker_engine(), DOCKER, INSTALL_DOCKER) {
+        return;
+    }
+    const KEYS: usize = 200;
+    const MINORITY_KEYS: usize = 30;
+    let dir = tempfile::tempdir().unwrap();
+    let compose = Compose::new(dir.path(), "3s");
+    assert!(compose.run(&["up", "-d"]).status.success());
+    compose.wait_healthy();
+    compose.wait_whole("bootstrap");
+    let rt = runtime();
+    let key = |i: usize| format!("split-{i:04}");
+    let mut latest: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
+    let write_through_bootstrap = |latest: &mut std::collections::BTreeMap<String, Vec<u8>>,
+                                   round: &str| {
+        rt.block_on(async {
+            let mut conn = chordal::rpc::ApiClient::connect(&compose.addr(0), SETTLE)
+                .await
+                .unwrap();
+            for i in 0..KEYS {
+                let value = format!("{round} {i}");
+                conn.put(
+                    key(i).as_bytes(),
+                    value.clone().into_bytes(),
+                    Duration::ZERO,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{} ({round}): {e}", key(i)));
+                latest.insert(key(i), value.into_bytes());
+            }
+        })
+    };
+    write_through_bootstrap(&mut latest, "first");
+
+    // The split: node-3 and node-4 on a network of their own, known there
+    // by the same names.
+    let ring_network = format!("{}_ring", compose.project);
+    let side_network = format!("{}_side", compose.project);
+    let minority = ["node-3", "node-4"];
+    compose.docker(&["network", "create", &side_network]);
+    for service in minority {
+        let container = compose.container(service);
+        compose.docker(&[
+            "network",
+            "connect",
+            "--alias",
+            service,
+            &side_network,
+            &container,
+        ]);
+        compose.docker(&["network", "disconnect", &ring_network, &container]);
+    }
+    compose.wait_ring_of("bootstrap", &SERVICES[..3]);
+    compose.wait_ring_of("node-3", &minority);
+    write_through_bootstrap(&mut latest, "second");
+    // The minority takes writes too: later than the majority's to the
+    // same keys, so its versions are the newest.
+    for i in 0..MINORITY_KEYS {
+        let value = format!("minority {i}");
+        let output = compose.run(&[
+            "exec",
+            "-T",
+            "node-3",
+            "/chordal",
+            "put",
+            &key(i),
+            &value,
+            "--via",
+            "node-3:10001",
+        ]);
+        assert!(output.status.success(), "{}: {output:?}", key(i));
+        latest.insert(key(i), value.into_bytes());
+    }
+    // Still two rings.
+    compose.wait_ring_of("bootstrap", &SERVICES[..3]);
+    compose.wait_ring_of("node-3", &minority);
+
+    // Healed.
+    for service in minority {
+        let container = compose.container(service);
+        compose.docker(&[
+            "network",
+            "connect",
+            "--alias",
+            service,
+            &ring_network,
+            &container,
+        ]);
+        compose.docker(&["network", "disconnect", &side_network, &container]);
+    }
+    let view = compose.wait_whole("bootstrap");
+    compose.wait_whole("node-3");
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let stale = stale_copies(&rt, &view, &latest, 3, |holder| compose.host_addr(holder));
+        if stale.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} copies not the newest a minute after healing, first: {:?}",
+            stale.len(),
+            &stale[..stale.len().min(5)]
         );
+        std::thread::sleep(Duration::from_secs(1));
     }
 }

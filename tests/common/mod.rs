@@ -221,23 +221,29 @@ impl RingView {
 }
 
 pub fn ring_via(addr: &str) -> RingView {
-    let output = chordal(&["ring", "--via", addr, "--timeout", "2s"]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let members = stdout
-        .lines()
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            let id = words.next()?;
-            let addr = words.next()?;
-            (id.len() == 16 && id.chars().all(|c| c.is_ascii_hexdigit()))
-                .then(|| (id.to_string(), addr.to_string()))
-        })
-        .collect();
-    let summary = stdout.lines().last().unwrap_or_default().to_string();
-    RingView {
-        whole: output.status.success(),
-        summary,
-        members,
+    RingView::from_output(&chordal(&["ring", "--via", addr, "--timeout", "2s"]))
+}
+
+impl RingView {
+    /// What a `chordal ring` run printed.
+    pub fn from_output(output: &Output) -> RingView {
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let members = stdout
+            .lines()
+            .filter_map(|line| {
+                let mut words = line.split_whitespace();
+                let id = words.next()?;
+                let addr = words.next()?;
+                (id.len() == 16 && id.chars().all(|c| c.is_ascii_hexdigit()))
+                    .then(|| (id.to_string(), addr.to_string()))
+            })
+            .collect();
+        let summary = stdout.lines().last().unwrap_or_default().to_string();
+        RingView {
+            whole: output.status.success(),
+            summary,
+            members,
+        }
     }
 }
 
@@ -320,6 +326,13 @@ pub fn http_get(addr: &str, path: &str) -> Option<String> {
     head.starts_with("HTTP/1.1 200").then(|| body.to_string())
 }
 
+/// The value of the sample named exactly `sample` (name and labels) in a
+/// Prometheus metrics page.
+pub fn metric(page: &str, sample: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+}
+
 /// A ring of `count` nodes on ports they pick: the first starts it, the
 /// others join through it ([`start_nodes`] with no extra arguments).
 pub fn start_ring(dir: &Path, count: usize, vnodes: u32) -> Vec<Node> {
@@ -348,4 +361,46 @@ pub fn holders(view: &RingView, key: &[u8], replicas: usize) -> Vec<String> {
     std::iter::once(owner.addr.clone())
         .chain(preference.others.into_iter().map(|m| m.addr))
         .collect()
+}
+
+/// The copies that are not `latest`'s value on some holder of its key
+/// (owner and next `replicas - 1` distinct processes on the ring `view`
+/// shows), read from each holder's own store: one line each. `reach`
+/// gives the address to reach a holder at (a container's published port,
+/// say) from its address on the ring.
+pub fn stale_copies(
+    rt: &tokio::runtime::Runtime,
+    view: &RingView,
+    latest: &std::collections::BTreeMap<String, Vec<u8>>,
+    replicas: usize,
+    reach: impl Fn(&str) -> String,
+) -> Vec<String> {
+    use chordal::rpc::ApiClient;
+    rt.block_on(async {
+        let mut conns = std::collections::BTreeMap::new();
+        let mut stale = Vec::new();
+        for (key, value) in latest {
+            for holder in holders(view, key.as_bytes(), replicas) {
+                if !conns.contains_key(&holder) {
+                    match ApiClient::connect(&reach(&holder), Duration::from_secs(5)).await {
+                        Ok(conn) => conns.insert(holder.clone(), conn),
+                        Err(e) => {
+                            stale.push(format!("{holder}: {e}"));
+                            continue;
+                        }
+                    };
+                }
+                let conn = conns.get_mut(&holder).expect("connected");
+                match conn.get(key.as_bytes(), true).await {
+                    Ok(got) if got.value == *value => {}
+                    Ok(got) => stale.push(format!(
+                        "{key} on {holder}: {:?}",
+                        String::from_utf8_lossy(&got.value)
+                    )),
+                    Err(e) => stale.push(format!("{key} on {holder}: {e}")),
+                }
+            }
+        }
+        stale
+    })
 }
