@@ -6,12 +6,6 @@ mod common;
 use common::*;
 use std::time::{Duration, Instant};
 
-/// The value of the sample named exactly `sample` in a metrics page.
-fn sample(page: &str, sample: &str) -> Option<f64> {
-    page.lines()
-        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
-}
-
 #[test]
 fn the_admin_port_counts_requests_by_method_and_status() {
     let dir = tempfile::tempdir().unwrap();
@@ -37,7 +31,7 @@ fn the_admin_port_counts_requests_by_method_and_status() {
 
     let page = http_get(&admin, "/metrics").expect("the admin port answers");
     let count = |method: &str, code: &str| {
-        sample(
+        metric(
             &page,
             &format!("chordal_requests_total{{method=\"{method}\",code=\"{code}\"}}"),
         )
@@ -46,16 +40,16 @@ fn the_admin_port_counts_requests_by_method_and_status() {
     assert_eq!(count("Api/Get", "NOT_FOUND"), Some(1.0), "{page}");
     assert_eq!(count("Api/Put", "INVALID_ARGUMENT"), Some(1.0), "{page}");
     assert_eq!(
-        sample(
+        metric(
             &page,
             "chordal_request_duration_seconds_count{method=\"Api/Put\"}"
         ),
         Some(4.0)
     );
-    assert_eq!(sample(&page, "chordal_records"), Some(3.0), "{page}");
-    assert_eq!(sample(&page, "chordal_members_joined"), Some(2.0), "{page}");
-    assert!(sample(&page, "chordal_stabilize_rounds_total").unwrap() > 0.0);
+    assert_eq!(metric(&page, "chordal_records"), Some(3.0), "{page}");
+    assert_eq!(metric(&page, "chordal_members_joined"), Some(2.0), "{page}");
+    assert!(metric(&page, "chordal_stabilize_rounds_total").unwrap() > 0.0);
     // Routes are remembered: the first request looked its owner up.
-    assert!(sample(&page, "chordal_lookup_hops_count").unwrap() >= 1.0);
+    assert!(metric(&page, "chordal_lookup_hops_count").unwrap() >= 1.0);
     assert!(http_get(&admin, "/nothing").is_none());
 }

@@ -143,13 +143,34 @@ fn no_acknowledged_write_is_lost_while_a_replica_is_killed_and_another_restarted
     rt.block_on(writer).unwrap();
 
     let survivors: Vec<&Node> = [0, 1, 3, 4].iter().map(|&n| &nodes[n]).collect();
-    wait_for_ring(&survivors, 2);
+    let view = wait_for_ring(&survivors, 2);
     let acked = acked.lock().unwrap().clone();
     eprintln!(
         "{} writes acknowledged, {} refused",
         acked.len(),
         refused.load(Ordering::SeqCst)
     );
+    // With the killed process still down, and before any read could
+    // repair them, anti-entropy puts every key back on N = 3 of the
+    // living: the holders the ring of four names.
+    let expected: BTreeMap<String, Vec<u8>> = acked
+        .iter()
+        .map(|(i, value)| (key(*i), value.clone()))
+        .collect();
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let missing = stale_copies(&rt, &view, &expected, 3, str::to_string);
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} copies missing on the living a minute after the ring settled, first {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
     for node in &survivors {
         rt.block_on(check_acknowledged(&node.addr, &acked));
     }
@@ -268,6 +289,13 @@ fn quorums_beyond_the_live_replicas_are_refused_with_how_many_answered() {
     assert!(ok, "{stderr}");
     let output = chordal(&["get", "k", "--via", &via]);
     assert_eq!(output.stdout, b"v3");
+    // R=3 cannot be met either, and the answer says how many answered.
+    let (ok, stderr) = stderr_of(&["get", "k", "--r", "3", "--via", &via]);
+    assert!(!ok, "R=3 with a replica dead: {stderr}");
+    assert!(
+        stderr.contains("unavailable") && stderr.contains("of R=3 answers"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -372,4 +400,123 @@ fn tombstones_are_purged_on_every_replica_after_the_grace_and_deletes_stay() {
             }
         }
     });
+}
+
+/// REPLICATION.md's read rules on real processes, with anti-entropy only
+/// on demand so that nothing but a read can move a record: a read asks
+/// only as many *caught-up* replicas as its quorum needs (a process that
+/// joined since the last round is not asked), a read whose quorum needs
+/// more asks every replica, and read repair sends the newest record to
+/// the replica that answered without it.
+#[test]
+fn reads_ask_only_caught_up_replicas_and_repair_the_ones_they_find_behind() {
+    const PER_ARC: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let no_rounds = ["--anti-entropy-interval", "0s", "--admin-port", "0"];
+    let mut nodes = start_nodes(dir.path(), 2, None, 1, &no_rounds);
+    let two = wait_for_ring(&nodes.iter().collect::<Vec<_>>(), 1);
+
+    // PER_ARC keys in each of the two processes' arcs, whatever their
+    // sizes: one of the two arcs is untouched by the third process's join
+    // below, and its keys are the ones read.
+    let mut by_owner: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for i in 0.. {
+        if by_owner.len() == 2 && by_owner.values().all(|keys| keys.len() == PER_ARC) {
+            break;
+        }
+        let key = format!("read-{i}");
+        let owner = holders(&two, key.as_bytes(), 2).remove(0);
+        let keys = by_owner.entry(owner).or_default();
+        if keys.len() < PER_ARC {
+            keys.push(key);
+        }
+    }
+    rt.block_on(async {
+        let mut conn = connect(&nodes[0].addr).await;
+        for key in by_owner.values().flatten() {
+            let written = conn
+                .put(key.as_bytes(), key.as_bytes().to_vec(), Duration::ZERO)
+                .await
+                .unwrap();
+            assert_eq!(written.acks, 2, "{key}");
+        }
+        // A round of each arc with the other process: each is caught up
+        // with the other's arc.
+        for node in &nodes {
+            let reports = connect(&node.addr).await.repair().await.unwrap();
+            assert!(!reports.is_empty(), "{}: no round", node.addr);
+            for report in reports {
+                assert_eq!(report.error, None, "{}: {report:?}", node.addr);
+            }
+        }
+    });
+
+    // A third process joins between `owner` and the other one: `owner`'s
+    // arc is as it was, and its replicas are now the newcomer (no round
+    // with it yet, none of the keys) and the other process (caught up).
+    let newcomer = start_nodes(dir.path(), 1, Some(&nodes[0].addr), 1, &no_rounds).remove(0);
+    nodes.push(newcomer);
+    let three = wait_for_ring(&nodes.iter().collect::<Vec<_>>(), 1);
+    let newcomer = nodes[2].addr.clone();
+    let at = three
+        .members
+        .iter()
+        .position(|(_, addr)| *addr == newcomer)
+        .unwrap();
+    let owner = three.members[(at + 2) % 3].1.clone();
+    let other = three.members[(at + 1) % 3].1.clone();
+    let keys = &by_owner[&owner];
+    for key in keys {
+        assert_eq!(
+            holders(&three, key.as_bytes(), 3),
+            [owner.clone(), newcomer.clone(), other.clone()],
+            "{key}"
+        );
+    }
+    let held_by_newcomer = |keys: &[String]| -> Vec<String> {
+        rt.block_on(async {
+            let mut conn = connect(&newcomer).await;
+            let mut held = Vec::new();
+            for key in keys {
+                if conn.get(key.as_bytes(), true).await.is_ok() {
+                    held.push(key.clone());
+                }
+            }
+            held
+        })
+    };
+    assert_eq!(held_by_newcomer(keys), Vec::<String>::new());
+
+    // Half read with the default R=2, half with R=3, all through the owner.
+    let (by_two, by_three) = keys.split_at(PER_ARC / 2);
+    rt.block_on(async {
+        let mut conn = connect(&owner).await;
+        for (keys, quorum) in [(by_two, 0), (by_three, 3)] {
+            for key in keys {
+                let got = conn
+                    .get_with_quorum(key.as_bytes(), false, quorum)
+                    .await
+                    .unwrap_or_else(|e| panic!("{key} with R={quorum}: {e}"));
+                assert_eq!(got.value, key.as_bytes(), "{key}");
+            }
+        }
+    });
+    // R=3 needed the newcomer's answer, which lacked the key: read repair
+    // gave it the record.
+    wait_until("read repair of every key read with R=3", || {
+        held_by_newcomer(by_three) == by_three
+    });
+    // R=2 was met by the caught-up replica alone: the newcomer was never
+    // asked, so none of those keys reached it, and it answered exactly
+    // the R=3 reads.
+    assert_eq!(held_by_newcomer(by_two), Vec::<String>::new());
+    let page = http_get(&nodes[2].admin_addr(), "/metrics").unwrap();
+    let reads = |code: &str| {
+        metric(
+            &page,
+            &format!("chordal_requests_total{{method=\"Data/Read\",code=\"{code}\"}}"),
+        )
+    };
+    assert_eq!(reads("OK"), Some(by_three.len() as f64), "{page}");
 }
