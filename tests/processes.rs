@@ -19,6 +19,18 @@ fn five_processes_form_one_ring_and_route_lookups() {
         "{}",
         view.summary
     );
+    // The summary says every arc is on N = 3 processes once each member
+    // knows its replicas (its successor lists may need a moment more
+    // than the walk).
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let summary = ring_via(&nodes[0].addr).summary;
+        if summary.contains("N=3 W=2 R=2, every arc on 3 processes") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{summary}");
+        sleep(Duration::from_millis(200));
+    }
 
     // Every node names the owner of each key that the members' ids say,
     // worked out here from the processes' addresses alone: member v of a

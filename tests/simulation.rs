@@ -122,12 +122,20 @@ fn a_one_host_ring_owns_every_key() {
 }
 
 #[test]
-fn two_and_three_host_rings_converge() {
+fn two_and_three_host_rings_converge_and_two_shrink_to_one() {
     for hosts in [2, 3] {
-        let (mut sim, _) = grown_ring(config(hosts as u64, 3), hosts);
+        let (mut sim, addrs) = grown_ring(config(hosts as u64, 3), hosts);
         let shape = sim.check_ring().unwrap();
         assert_eq!(shape.cycle.len(), hosts);
         assert_lookups_reach_owners(&mut sim, 50);
+        if hosts == 2 {
+            // The other member dies: the survivor is a ring of one again,
+            // owning every key.
+            sim.crash(&addrs[1]);
+            converge(&mut sim, "a ring of two losing one");
+            assert_eq!(sim.check_ring().unwrap().cycle.len(), 1);
+            assert_lookups_reach_owners(&mut sim, 20);
+        }
     }
 }
 

@@ -444,6 +444,25 @@ mod tests {
     }
 
     #[test]
+    fn the_onion_key_is_readable_by_its_owner_only_and_kept_across_restarts() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let first = data_dir::load_or_create_onion_key(dir.path()).unwrap();
+        let mode = std::fs::metadata(dir.path().join("onion.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        let again = data_dir::load_or_create_onion_key(dir.path()).unwrap();
+        assert_eq!(first.public(), again.public());
+        std::fs::write(dir.path().join("onion.key"), "not a key\n").unwrap();
+        let Err(error) = data_dir::load_or_create_onion_key(dir.path()) else {
+            panic!("a damaged key is taken");
+        };
+        assert!(error.to_string().contains("64 hex digits"), "{error}");
+    }
+
+    #[test]
     fn a_damaged_identity_is_reported_not_replaced() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
