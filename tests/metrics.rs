@@ -11,6 +11,8 @@ fn the_admin_port_counts_requests_by_method_and_status() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = Node::start_new_ring(&dir.path().join("node"), 2, &["--admin-port", "0"]);
     let admin = node.admin_addr();
+    // Loopback unless --admin-host says otherwise.
+    assert!(admin.starts_with("127.0.0.1:"), "{admin}");
     let deadline = Instant::now() + SETTLE;
     while !chordal(&["health", "--addr", &node.addr]).status.success() {
         assert!(Instant::now() < deadline, "never healthy");

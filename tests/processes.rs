@@ -209,6 +209,12 @@ fn an_unreachable_bootstrap_is_reported_and_retried_without_crashing() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("has not joined"));
     let health = chordal(&["health", "--addr", &node.addr]);
     assert_eq!(health.status.code(), Some(1), "{health:?}");
+    let member = format!("chordal.member.{}", Id::of_vnode(&node.addr, 0));
+    let health = chordal(&["health", "--addr", &node.addr, "--service", &member]);
+    assert_eq!(health.status.code(), Some(1), "{member}: {health:?}");
+    // The server itself is up: the "" service is SERVING.
+    let health = chordal(&["health", "--addr", &node.addr, "--service", ""]);
+    assert!(health.status.success(), "{health:?}");
     assert!(node.is_running());
     // The same check answers SERVING (exit 0) once a node is in a ring.
     let joined = Node::start_new_ring(&dir.path().join("ring"), 1, &[]);
@@ -220,6 +226,9 @@ fn an_unreachable_bootstrap_is_reported_and_retried_without_crashing() {
         assert!(Instant::now() < deadline, "{}", tail(&joined.log()));
         sleep(Duration::from_millis(100));
     }
+    let member = format!("chordal.member.{}", Id::of_vnode(&joined.addr, 0));
+    let health = chordal(&["health", "--addr", &joined.addr, "--service", &member]);
+    assert!(health.status.success(), "{member}: {health:?}");
     assert!(node.terminate().success());
     // Bootstraps are tried in the order given: past one that does not
     // answer, the next one lets a node join.
@@ -234,13 +243,17 @@ fn an_unreachable_bootstrap_is_reported_and_retried_without_crashing() {
 
 #[test]
 fn bad_arguments_are_refused_with_a_clear_message() {
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["--host", "0.0.0.0"], "pass --advertise"),
         (&["--host", "::"], "pass --advertise"),
         (&["--successors", "1"], "--successors must be between 2"),
         (&["--vnodes", "0"], "--vnodes must be between 1"),
         (&["--bootstrap", "nowhere"], "host:port"),
         (&["--stabilize-interval", "soon"], "invalid value"),
+        (
+            &["--max-value-size", "67108865"],
+            "--max-value-size must be between 1 byte and 64 MiB",
+        ),
     ];
     for (args, expected) in cases {
         let output = chordal(args);

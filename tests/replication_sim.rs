@@ -236,6 +236,52 @@ fn hints_alone_bring_replicas_that_missed_writes_up_to_date() {
 }
 
 #[test]
+fn an_acknowledged_write_is_on_w_replicas_when_acknowledged_and_hints_never_count() {
+    // W = 3 under 30% loss: some writes reach all three replicas, some
+    // leave hints for the ones they missed. A write is acknowledged only
+    // when three members of its preference list hold it, which is checked
+    // the moment the answer arrives (simulated time stands still between
+    // the answer and the check); a hint held for a replica is not a copy.
+    let config = DataSimConfig {
+        loss: 0.3,
+        write_quorum: 3,
+        successors: 16,
+        ..DataSimConfig::default()
+    };
+    for_each_seed(
+        "an_acknowledged_write_is_on_w_replicas_when_acknowledged_and_hints_never_count",
+        15,
+        config,
+        |sim| async move {
+            let seed = sim.config().seed;
+            let (mut acknowledged, mut refused) = (0, 0);
+            for i in 0..200 {
+                match sim.write(&key(i), b"v").await {
+                    Ok(written) => {
+                        acknowledged += 1;
+                        let copies = sim.copies_of(&key(i));
+                        let held = copies.iter().filter(|(_, copy)| copy.is_some()).count();
+                        assert!(
+                            written.acks >= 3 && held >= 3,
+                            "seed {seed}: key-{i} acknowledged with {} acks, held by {held}: {copies:?}",
+                            written.acks
+                        );
+                    }
+                    Err(_) => refused += 1,
+                }
+            }
+            assert!(
+                acknowledged > 0 && refused > 0 && sim.hints_held() > 0,
+                "seed {seed}: the loss should leave writes of both kinds and hints \
+                 ({acknowledged} acknowledged, {refused} refused, {} hints)",
+                sim.hints_held()
+            );
+            sim.stop().await;
+        },
+    );
+}
+
+#[test]
 fn a_delete_is_never_undone_by_repair() {
     for_each_seed(
         "a_delete_is_never_undone_by_repair",

@@ -312,6 +312,28 @@ fn oversized_keys_values_and_ttls_are_refused() {
     }
 }
 
+#[test]
+fn forget_takes_tombstones_only_and_only_the_exact_version() {
+    use crate::store::{Record, Version};
+    let f = fixture(vec![]);
+    let version = |clock| Version { clock, writer: 1 };
+    let entry = |key: &str, record| Entry {
+        key: key.as_bytes().to_vec(),
+        record,
+    };
+    let live = entry("live", Record::value(version(5), b"v".to_vec(), None));
+    let dead = entry("dead", Record::tombstone(version(5), None));
+    f.data.absorb(&[live.clone(), dead.clone()]).unwrap();
+    // A live record in the batch: nothing forgotten, and said why.
+    let error = f.data.serve_forget(&[dead.clone(), live]).unwrap_err();
+    assert!(matches!(error, Error::InvalidArgument(_)), "{error}");
+    assert!(f.data.get_local(b"live").is_ok());
+    // Another version of the tombstone is not the one held.
+    let other = entry("dead", Record::tombstone(version(4), None));
+    assert_eq!(f.data.serve_forget(&[other]).unwrap(), 0);
+    assert_eq!(f.data.serve_forget(&[dead]).unwrap(), 1);
+}
+
 #[tokio::test]
 async fn a_fetch_waits_for_the_hand_over_and_resumes_after_the_last_key() {
     let (low, mid, high) = (1u64 << 60, 1u64 << 62, 1u64 << 63);
