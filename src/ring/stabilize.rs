@@ -22,6 +22,10 @@ pub(super) struct Recovery {
     fallback: Option<Vec<NodeRef>>,
     /// Candidates that answered `Pending` and were put back once.
     busy: Vec<Id>,
+    /// Candidates that did not answer, and how many times each was asked:
+    /// put back after the others until `query_attempts` asks went
+    /// unanswered, as a successor is before it counts as dead.
+    silent: Vec<(Id, u32)>,
 }
 
 impl Host {
@@ -211,6 +215,7 @@ impl Host {
             rest: candidates,
             fallback: None,
             busy: Vec::new(),
+            silent: Vec::new(),
         };
         self.recover_next(index, recovery);
     }
@@ -291,7 +296,26 @@ impl Host {
                 self.recover_next(index, recovery);
             }
             _ => {
-                self.remember_lost(&asking);
+                // No answer: under loss a live member often misses one, and
+                // giving up on every member ahead of us too soon would
+                // leave only one behind us to adopt (a loop that splits
+                // the ring). Ask again after the others, up to the tries a
+                // successor gets.
+                let asked = match recovery.silent.iter_mut().find(|(id, _)| *id == asking.id) {
+                    Some((_, asked)) => {
+                        *asked += 1;
+                        *asked
+                    }
+                    None => {
+                        recovery.silent.push((asking.id, 1));
+                        1
+                    }
+                };
+                if asked < self.config.query_attempts {
+                    recovery.rest.push(asking);
+                } else {
+                    self.remember_lost(&asking);
+                }
                 self.recover_next(index, recovery);
             }
         }
