@@ -42,6 +42,17 @@ struct Compose {
 }
 
 impl Compose {
+    /// [`Compose::new`], brought up: every container healthy and the ring
+    /// whole seen from bootstrap.
+    fn started(dir: &Path, anti_entropy: &'static str) -> Compose {
+        let compose = Compose::new(dir, anti_entropy);
+        let up = compose.run(&["up", "-d"]);
+        assert!(up.status.success(), "{up:?}");
+        compose.wait_healthy();
+        compose.wait_whole("bootstrap");
+        compose
+    }
+
     fn new(dir: &Path, anti_entropy: &'static str) -> Compose {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
         std::fs::copy(
@@ -230,7 +241,9 @@ fn the_compose_ring_is_healthy_and_a_restarted_node_keeps_its_data() {
     let dir = tempfile::tempdir().unwrap();
     // Anti-entropy only on demand: nothing but node-2's own volume can give
     // it its records back after the restart below.
-    let compose = Compose::new(dir.path(), "0s");
+    let compose = Compose::started(dir.path(), "0s");
+    // The ring is whole seen from any process, not just bootstrap.
+    compose.wait_whole("node-1");
 
     // The image holds the binary and its libraries, nothing else.
     let history = Command::new("docker")
@@ -244,11 +257,6 @@ fn the_compose_ring_is_healthy_and_a_restarted_node_keeps_its_data() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&history.stdout).trim(), "1");
-
-    let up = compose.run(&["up", "-d"]);
-    assert!(up.status.success(), "{up:?}");
-    compose.wait_healthy();
-    compose.wait_whole("node-1");
 
     // Any node's dashboard and metrics, from the host.
     let dashboard = http_get(&compose.admin_addr(3), "/api/ring");
@@ -345,10 +353,7 @@ fn fault_drills_lose_no_acknowledged_write_and_leave_one_ring() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let compose = Compose::new(dir.path(), "60s");
-    assert!(compose.run(&["up", "-d"]).status.success());
-    compose.wait_healthy();
-    compose.wait_whole("bootstrap");
+    let compose = Compose::started(dir.path(), "60s");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/drill.sh");
     for (drill, service) in [
         ("kill", "node-3"),
@@ -387,10 +392,7 @@ fn a_partitioned_compose_ring_merges_and_every_copy_converges_once_healed() {
     const KEYS: usize = 200;
     const MINORITY_KEYS: usize = 30;
     let dir = tempfile::tempdir().unwrap();
-    let compose = Compose::new(dir.path(), "3s");
-    assert!(compose.run(&["up", "-d"]).status.success());
-    compose.wait_healthy();
-    compose.wait_whole("bootstrap");
+    let compose = Compose::started(dir.path(), "3s");
     let rt = runtime();
     let key = |i: usize| format!("split-{i:04}");
     let mut latest: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
@@ -473,18 +475,11 @@ fn a_partitioned_compose_ring_merges_and_every_copy_converges_once_healed() {
     }
     let view = compose.wait_whole("bootstrap");
     compose.wait_whole("node-3");
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let stale = stale_copies(&rt, &view, &latest, 3, |holder| compose.host_addr(holder));
-        if stale.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} copies not the newest a minute after healing, first: {:?}",
-            stale.len(),
-            &stale[..stale.len().min(5)]
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    wait_for_fresh_copies(
+        &rt,
+        &view,
+        &latest,
+        |holder| compose.host_addr(holder),
+        "not the newest a minute after healing",
+    );
 }

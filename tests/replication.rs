@@ -157,20 +157,13 @@ fn no_acknowledged_write_is_lost_while_a_replica_is_killed_and_another_restarted
         .iter()
         .map(|(i, value)| (key(*i), value.clone()))
         .collect();
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let missing = stale_copies(&rt, &view, &expected, 3, str::to_string);
-        if missing.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} copies missing on the living a minute after the ring settled, first {:?}",
-            missing.len(),
-            &missing[..missing.len().min(5)]
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    wait_for_fresh_copies(
+        &rt,
+        &view,
+        &expected,
+        str::to_string,
+        "missing on the living a minute after the ring settled",
+    );
     for node in &survivors {
         rt.block_on(check_acknowledged(&node.addr, &acked));
     }

@@ -404,3 +404,28 @@ pub fn stale_copies(
         stale
     })
 }
+
+/// Waits until [`stale_copies`] finds none, or fails after [`SETTLE`]
+/// with `what` and the first few it still finds.
+pub fn wait_for_fresh_copies(
+    rt: &tokio::runtime::Runtime,
+    view: &RingView,
+    latest: &std::collections::BTreeMap<String, Vec<u8>>,
+    reach: impl Fn(&str) -> String,
+    what: &str,
+) {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let stale = stale_copies(rt, view, latest, 3, &reach);
+        if stale.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} copies {what}, first {:?}",
+            stale.len(),
+            &stale[..stale.len().min(5)]
+        );
+        sleep(Duration::from_secs(1));
+    }
+}
