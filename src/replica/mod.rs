@@ -337,6 +337,20 @@ mod tests {
         }
     }
 
+    #[test]
+    fn tombstones_expire_after_the_grace_and_never_with_a_zero_grace() {
+        let config = ReplicationConfig {
+            tombstone_grace: Duration::from_secs(90),
+            ..ReplicationConfig::default()
+        };
+        assert_eq!(config.tombstone_expiry(1_000), Some(91_000));
+        let forever = ReplicationConfig {
+            tombstone_grace: Duration::ZERO,
+            ..ReplicationConfig::default()
+        };
+        assert_eq!(forever.tombstone_expiry(1_000), None);
+    }
+
     proptest::proptest! {
         /// Brute force: on a random ring, a member's arc is copied to a
         /// process exactly when its preference list names that process.

@@ -162,3 +162,59 @@ impl Pool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pooled(pool: &Pool) -> usize {
+        pool.channels.lock().unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn a_call_with_no_answer_drops_its_channel_and_a_refusal_keeps_it() {
+        let pool = Pool::new(Duration::from_secs(1));
+        let addr = "127.0.0.1:1";
+        for (status, dropped) in [
+            (Status::unavailable("down"), true),
+            (Status::unknown("broken"), true),
+            (Status::deadline_exceeded("slow"), true),
+            (Status::not_found("no such key"), false),
+            (Status::invalid_argument("bad"), false),
+        ] {
+            pool.channel(addr).unwrap();
+            assert_eq!(pooled(&pool), 1);
+            let code = status.code();
+            let answer = pool
+                .within_deadline(addr, Duration::from_secs(1), async { Err::<(), _>(status) })
+                .await;
+            assert_eq!(answer.unwrap_err().code(), code);
+            assert_eq!(pooled(&pool), usize::from(!dropped), "{code:?}");
+        }
+        // A call that outlives its deadline is answered DEADLINE_EXCEEDED
+        // and drops the channel too.
+        pool.channel(addr).unwrap();
+        let answer = pool
+            .within_deadline(
+                addr,
+                Duration::from_millis(10),
+                std::future::pending::<Result<(), Status>>(),
+            )
+            .await;
+        assert_eq!(answer.unwrap_err().code(), tonic::Code::DeadlineExceeded);
+        assert_eq!(pooled(&pool), 0);
+    }
+
+    #[tokio::test]
+    async fn the_pool_holds_at_most_its_bound_of_channels() {
+        let pool = Pool::new(Duration::from_secs(1));
+        for port in 1..=(MAX_POOLED_CHANNELS as u16 + 10) {
+            pool.channel(&format!("127.0.0.1:{port}")).unwrap();
+        }
+        assert_eq!(pooled(&pool), MAX_POOLED_CHANNELS);
+        assert_eq!(
+            pool.channel("not an address").unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+    }
+}
