@@ -348,4 +348,21 @@ fn only_a_neighbour_can_announce_its_own_departure() {
         .successors()
         .iter()
         .all(|s| s.id != Id(200)));
+    // The predecessor leaving is dropped too, and a notification it sent
+    // just before it left, arriving after, does not bring it back.
+    let c = hosts.get_mut("c:1").unwrap();
+    c.handle_request(
+        Some(Id(300)),
+        Request::Leaving {
+            leaving: node(200, "b:1"),
+        },
+    );
+    assert_eq!(c.member(Id(300)).unwrap().predecessor(), None);
+    c.handle_request(
+        Some(Id(300)),
+        Request::Notify {
+            from: node(200, "b:1"),
+        },
+    );
+    assert_eq!(c.member(Id(300)).unwrap().predecessor(), None);
 }
