@@ -20,12 +20,26 @@ pub(super) struct Recovery {
     /// The list adopted from the nearest candidate that answered but named
     /// us: used only if no candidate ahead of us answers without naming us.
     fallback: Option<Vec<NodeRef>>,
-    /// Candidates that answered `Pending` and were put back once.
-    busy: Vec<Id>,
-    /// Candidates that did not answer, and how many times each was asked:
-    /// put back after the others until `query_attempts` asks went
-    /// unanswered, as a successor is before it counts as dead.
-    silent: Vec<(Id, u32)>,
+    /// How many times each candidate was asked without a usable answer
+    /// (busy, or silent): it is put back after the others until
+    /// `query_attempts` asks, the tries a successor gets.
+    asked: Vec<(Id, u32)>,
+}
+
+impl Recovery {
+    /// Counts one more ask of `id` that got no usable answer; the count.
+    fn unanswered(&mut self, id: Id) -> u32 {
+        match self.asked.iter_mut().find(|(asked, _)| *asked == id) {
+            Some((_, count)) => {
+                *count += 1;
+                *count
+            }
+            None => {
+                self.asked.push((id, 1));
+                1
+            }
+        }
+    }
 }
 
 impl Host {
@@ -214,8 +228,7 @@ impl Host {
         let recovery = Recovery {
             rest: candidates,
             fallback: None,
-            busy: Vec::new(),
-            silent: Vec::new(),
+            asked: Vec::new(),
         };
         self.recover_next(index, recovery);
     }
@@ -288,9 +301,8 @@ impl Host {
                 }
             }
             (None, Some(Response::Pending)) => {
-                // Alive but busy: ask again once, after the others.
-                if !recovery.busy.contains(&asking.id) {
-                    recovery.busy.push(asking.id);
+                // Alive but busy: ask again after the others.
+                if recovery.unanswered(asking.id) < self.config.query_attempts {
                     recovery.rest.push(asking);
                 }
                 self.recover_next(index, recovery);
@@ -300,18 +312,8 @@ impl Host {
                 // giving up on every member ahead of us too soon would
                 // leave only one behind us to adopt (a loop that splits
                 // the ring). Ask again after the others, up to the tries a
-                // successor gets.
-                let asked = match recovery.silent.iter_mut().find(|(id, _)| *id == asking.id) {
-                    Some((_, asked)) => {
-                        *asked += 1;
-                        *asked
-                    }
-                    None => {
-                        recovery.silent.push((asking.id, 1));
-                        1
-                    }
-                };
-                if asked < self.config.query_attempts {
+                // successor gets; only then is it presumed dead.
+                if recovery.unanswered(asking.id) < self.config.query_attempts {
                     recovery.rest.push(asking);
                 } else {
                     self.remember_lost(&asking);
