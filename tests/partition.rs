@@ -234,7 +234,7 @@ fn a_node_cut_off_while_writes_continue_converges_once_healed() {
     let deadline = Instant::now() + SETTLE;
     loop {
         let view = ring_via(&nodes[0].addr);
-        let stale = stale_copies(&rt, &view, &expected, 3, str::to_string);
+        let stale = stale_copies(&rt, &view, &expected, 3, |holder| Some(holder.to_string()));
         if stale.is_empty() && view.whole && view.processes().len() == 4 {
             break;
         }

@@ -151,8 +151,8 @@ fn no_acknowledged_write_is_lost_while_a_replica_is_killed_and_another_restarted
         refused.load(Ordering::SeqCst)
     );
     // With the killed process still down, and before any read could
-    // repair them, anti-entropy puts every key back on N = 3 of the
-    // living: the holders the ring of four names.
+    // repair them, anti-entropy and hints put every key back on N = 3 of
+    // the living: the holders the ring of four names.
     let expected: BTreeMap<String, Vec<u8>> = acked
         .iter()
         .map(|(i, value)| (key(*i), value.clone()))
@@ -161,7 +161,7 @@ fn no_acknowledged_write_is_lost_while_a_replica_is_killed_and_another_restarted
         &rt,
         &view,
         &expected,
-        str::to_string,
+        |holder| Some(holder.to_string()),
         "missing on the living a minute after the ring settled",
     );
     for node in &survivors {

@@ -365,27 +365,39 @@ pub fn holders(view: &RingView, key: &[u8], replicas: usize) -> Vec<String> {
 
 /// The copies that are not `latest`'s value on some holder of its key
 /// (owner and next `replicas - 1` distinct processes on the ring `view`
-/// shows), read from each holder's own store: one line each. `reach`
+/// shows), read from each holder's own store: one line each, and one line
+/// for a holder that cannot be reached (its keys not asked again). `reach`
 /// gives the address to reach a holder at (a container's published port,
-/// say) from its address on the ring.
+/// say) from its address on the ring, if it has one now.
 pub fn stale_copies(
     rt: &tokio::runtime::Runtime,
     view: &RingView,
     latest: &std::collections::BTreeMap<String, Vec<u8>>,
     replicas: usize,
-    reach: impl Fn(&str) -> String,
+    reach: impl Fn(&str) -> Option<String>,
 ) -> Vec<String> {
     use chordal::rpc::ApiClient;
     rt.block_on(async {
         let mut conns = std::collections::BTreeMap::new();
+        let mut unreachable = BTreeSet::new();
         let mut stale = Vec::new();
         for (key, value) in latest {
             for holder in holders(view, key.as_bytes(), replicas) {
+                if unreachable.contains(&holder) {
+                    continue;
+                }
                 if !conns.contains_key(&holder) {
-                    match ApiClient::connect(&reach(&holder), Duration::from_secs(5)).await {
+                    let connected = match reach(&holder) {
+                        Some(addr) => ApiClient::connect(&addr, Duration::from_secs(5))
+                            .await
+                            .map_err(|e| e.to_string()),
+                        None => Err("no address to reach it at".to_string()),
+                    };
+                    match connected {
                         Ok(conn) => conns.insert(holder.clone(), conn),
                         Err(e) => {
                             stale.push(format!("{holder}: {e}"));
+                            unreachable.insert(holder);
                             continue;
                         }
                     };
@@ -411,7 +423,7 @@ pub fn wait_for_fresh_copies(
     rt: &tokio::runtime::Runtime,
     view: &RingView,
     latest: &std::collections::BTreeMap<String, Vec<u8>>,
-    reach: impl Fn(&str) -> String,
+    reach: impl Fn(&str) -> Option<String>,
     what: &str,
 ) {
     let deadline = Instant::now() + SETTLE;
