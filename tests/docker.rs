@@ -297,20 +297,7 @@ fn the_compose_ring_is_healthy_and_a_restarted_node_keeps_its_data() {
     // node-2 stopped and started: its data directory, on the host, keeps
     // its identity and exactly the records it held, and every key reads
     // back through it.
-    let held_by_node_2 = || {
-        rt.block_on(async {
-            let mut conn = chordal::rpc::ApiClient::connect(&compose.addr(2), SETTLE)
-                .await
-                .unwrap();
-            let mut held = Vec::new();
-            for key in &keys {
-                if conn.get(key.as_bytes(), true).await.is_ok() {
-                    held.push(key.clone());
-                }
-            }
-            held
-        })
-    };
+    let held_by_node_2 = || held_locally(&rt, &compose.addr(2), &keys);
     // Once the copies the writes left in flight have landed: two readings
     // in a row agree.
     let mut before = held_by_node_2();

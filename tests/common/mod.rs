@@ -441,3 +441,20 @@ pub fn wait_for_fresh_copies(
         sleep(Duration::from_secs(1));
     }
 }
+
+/// Which of `keys` the node at `addr` holds in its own store (a local read
+/// of each, no routing).
+pub fn held_locally(rt: &tokio::runtime::Runtime, addr: &str, keys: &[String]) -> Vec<String> {
+    rt.block_on(async {
+        let mut conn = chordal::rpc::ApiClient::connect(addr, SETTLE)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+        let mut held = Vec::new();
+        for key in keys {
+            if conn.get(key.as_bytes(), true).await.is_ok() {
+                held.push(key.clone());
+            }
+        }
+        held
+    })
+}
