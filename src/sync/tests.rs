@@ -352,3 +352,66 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn every_request_of_a_round_keeps_to_its_bounds() {
+    // A holds 3,000 records B lacks (300-byte values: the byte bound cuts
+    // push batches first) and B 2,000 that A lacks (more than one pull).
+    let (a, b) = (store(), store());
+    let value = |n: u32| {
+        Record::value(
+            Version {
+                clock: 1,
+                writer: 7,
+            },
+            vec![n as u8; 300],
+            None,
+        )
+    };
+    for n in 0..3000 {
+        a.apply(&key(n), &value(n)).unwrap();
+    }
+    for n in 3000..5000 {
+        b.apply(&key(n), &value(n)).unwrap();
+    }
+    let whole = ArcRange::new(Id(0), Id(0));
+    let mut session = Session::new(whole, 0);
+    let (mut pushes, mut pulls) = (Vec::new(), Vec::new());
+    while let Step::Send(request) = session.next(&a).unwrap() {
+        match &request {
+            SyncRequest::Summaries { nodes, .. } => assert!(nodes.len() <= MAX_SUMMARY_NODES),
+            SyncRequest::Digests { nodes, .. } => assert!(nodes.len() <= MAX_LIST_NODES),
+            SyncRequest::Pull { keys } => {
+                assert!(keys.len() <= MAX_PULL_KEYS);
+                pulls.push(keys.len());
+            }
+            SyncRequest::Push { entries } => {
+                let bytes: usize = entries
+                    .iter()
+                    .map(|e| e.key.len() + e.record.value.len())
+                    .sum();
+                assert!(entries.len() <= BATCH_RECORDS, "{} records", entries.len());
+                // A batch ends at the first record that reaches the bound.
+                assert!(bytes < BATCH_BYTES + 400, "{bytes} bytes");
+                pushes.push(entries.len());
+            }
+        }
+        let reply = respond(&b, request).unwrap();
+        if let SyncReply::Pulled { entries, .. } = &reply {
+            let bytes: usize = entries
+                .iter()
+                .map(|e| e.key.len() + e.record.value.len())
+                .sum();
+            assert!(bytes < BATCH_BYTES + 400, "pulled {bytes} bytes");
+        }
+        session.on_reply(&a, reply).unwrap();
+    }
+    assert_eq!(pushes.iter().sum::<usize>(), 3000);
+    assert!(
+        pushes.len() > 1 && pushes.iter().all(|n| *n < BATCH_RECORDS),
+        "{pushes:?}"
+    );
+    assert_eq!(pulls.iter().sum::<usize>(), 2000);
+    assert!(pulls.contains(&MAX_PULL_KEYS), "{pulls:?}");
+    assert_eq!(contents(&a), contents(&b));
+}
