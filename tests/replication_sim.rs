@@ -458,3 +458,41 @@ fn the_same_seed_replays_the_same_run() {
     assert_eq!(story(5), story(5));
     assert_ne!(story(5), story(6));
 }
+
+/// Not a story: a scenario that fails on purpose, run only by
+/// [`a_failing_story_prints_the_command_that_replays_it`] in a process of
+/// its own.
+#[test]
+#[ignore = "fails on purpose; a_failing_story_prints_the_command_that_replays_it runs it"]
+fn fails_on_purpose_to_show_the_replay_line() {
+    for_each_seed(
+        "fails_on_purpose_to_show_the_replay_line",
+        99,
+        DataSimConfig::default(),
+        |sim| async move {
+            let seed = sim.config().seed;
+            sim.stop().await;
+            panic!("seed {seed}: failing on purpose");
+        },
+    );
+}
+
+#[test]
+fn a_failing_story_prints_the_command_that_replays_it() {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "--nocapture"])
+        .arg("fails_on_purpose_to_show_the_replay_line")
+        .env("CHORDAL_SIM_SEED", "4242")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "simulation failed with seed 4242; replay it with:\n    \
+             CHORDAL_SIM_SEED=4242 cargo test --test replication_sim \
+             fails_on_purpose_to_show_the_replay_line"
+        ),
+        "{stderr}"
+    );
+}

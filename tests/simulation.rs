@@ -414,3 +414,33 @@ fn a_thousand_members_survive_churn_with_every_step_checked() {
     assert_eq!(sim.live_members().len(), (250 - 13 + 5) * 4);
     assert_lookups_reach_owners(&mut sim, 200);
 }
+
+/// Not a scenario: one that fails on purpose, run only by
+/// [`a_failing_scenario_prints_the_command_that_replays_it`] in a process
+/// of its own.
+#[test]
+#[ignore = "fails on purpose; a_failing_scenario_prints_the_command_that_replays_it runs it"]
+fn fails_on_purpose_to_show_the_replay_line() {
+    let sim = Sim::new(config(1, 3));
+    panic!("seed {}: failing on purpose", sim.config().seed);
+}
+
+#[test]
+fn a_failing_scenario_prints_the_command_that_replays_it() {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "--nocapture"])
+        .arg("fails_on_purpose_to_show_the_replay_line")
+        .env("CHORDAL_SIM_SEED", "4242")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "simulation failed with seed 4242; replay it with:\n    \
+             CHORDAL_SIM_SEED=4242 cargo test --test simulation \
+             fails_on_purpose_to_show_the_replay_line"
+        ),
+        "{stderr}"
+    );
+}
