@@ -9,8 +9,11 @@
 //! nightly-sized run), `CHORDAL_SIM_SEED=s` runs seed s alone. A failing
 //! seed prints the command that replays it.
 
+mod common;
+
 use chordal::sim::data::{run, DataSim, DataSimConfig};
 use chordal::store::Version;
+use common::assert_a_failure_prints_its_replay_command;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::rc::Rc;
@@ -479,20 +482,5 @@ fn fails_on_purpose_to_show_the_replay_line() {
 
 #[test]
 fn a_failing_story_prints_the_command_that_replays_it() {
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "--nocapture"])
-        .arg("fails_on_purpose_to_show_the_replay_line")
-        .env("CHORDAL_SIM_SEED", "4242")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{stderr}");
-    assert!(
-        stderr.contains(
-            "simulation failed with seed 4242; replay it with:\n    \
-             CHORDAL_SIM_SEED=4242 cargo test --test replication_sim \
-             fails_on_purpose_to_show_the_replay_line"
-        ),
-        "{stderr}"
-    );
+    assert_a_failure_prints_its_replay_command("replication_sim");
 }

@@ -7,9 +7,12 @@
 //! A failing test prints its seed and the command that replays it; the
 //! same seed replays the same run.
 
+mod common;
+
 use chordal::id::Id;
 use chordal::ring::{self, Addr};
 use chordal::sim::{Sim, SimConfig};
+use common::assert_a_failure_prints_its_replay_command;
 
 /// Simulated milliseconds allowed for convergence in these small rings.
 const CONVERGE_MS: u64 = 120_000;
@@ -427,20 +430,5 @@ fn fails_on_purpose_to_show_the_replay_line() {
 
 #[test]
 fn a_failing_scenario_prints_the_command_that_replays_it() {
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "--nocapture"])
-        .arg("fails_on_purpose_to_show_the_replay_line")
-        .env("CHORDAL_SIM_SEED", "4242")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{stderr}");
-    assert!(
-        stderr.contains(
-            "simulation failed with seed 4242; replay it with:\n    \
-             CHORDAL_SIM_SEED=4242 cargo test --test simulation \
-             fails_on_purpose_to_show_the_replay_line"
-        ),
-        "{stderr}"
-    );
+    assert_a_failure_prints_its_replay_command("simulation");
 }

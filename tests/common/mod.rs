@@ -458,3 +458,24 @@ pub fn held_locally(rt: &tokio::runtime::Runtime, addr: &str, keys: &[String]) -
         held
     })
 }
+
+/// Runs this test binary's `fails_on_purpose_to_show_the_replay_line`
+/// (an ignored scenario that fails on purpose) in a child process with
+/// `CHORDAL_SIM_SEED=4242`, and checks that it failed printing the one
+/// command that replays it, for the test file `test_file`.
+pub fn assert_a_failure_prints_its_replay_command(test_file: &str) {
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "--nocapture"])
+        .arg("fails_on_purpose_to_show_the_replay_line")
+        .env("CHORDAL_SIM_SEED", "4242")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    let expected = format!(
+        "simulation failed with seed 4242; replay it with:\n    \
+         CHORDAL_SIM_SEED=4242 cargo test --test {test_file} \
+         fails_on_purpose_to_show_the_replay_line"
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+}
