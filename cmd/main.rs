@@ -46,7 +46,7 @@ Merkle trees in the background.
 Ctrl-C or SIGTERM makes a node leave the ring gracefully.";
 
 #[derive(Parser, Debug)]
-#[command(name = "chordal", version, about = ABOUT, long_about = LONG_ABOUT, args_conflicts_with_subcommands = true)]
+#[command(name = "chordal", version, about = ABOUT, long_about = LONG_ABOUT, args_conflicts_with_subcommands = true, args_override_self = true)]
 struct Cli {
     #[command(flatten)]
     node: NodeArgs,
@@ -309,9 +309,12 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // Colours only for a terminal: a log piped to a file stays plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
 }
 
@@ -326,6 +329,7 @@ fn data_home() -> PathBuf {
 }
 
 async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal();
     let listen = format!("{}:{}", args.host, args.port);
     if args.advertise.is_none() && (args.host == "0.0.0.0" || args.host == "::") {
         bail!("listening on all interfaces ({listen}): pass --advertise with the address others should use");
@@ -384,7 +388,7 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         config.vnodes,
         data_dir.display()
     ));
-    chordal::ops::run(config, admin, listener, shutdown_signal()).await?;
+    chordal::ops::run(config, admin, listener, shutdown).await?;
     say(format!("chordal: node {advertise} left the ring"));
     Ok(())
 }
@@ -399,17 +403,28 @@ fn say(line: String) {
 }
 
 /// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async {
-            match terminate.as_mut() {
-                Some(signal) => { signal.recv().await; }
-                None => std::future::pending::<()>().await,
-            }
-        } => {}
+/// Completes on Ctrl-C or SIGTERM. Both are caught from the moment this is
+/// called, not first awaited: one that arrives while a node is still
+/// starting stops it gracefully instead of killing it.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).ok();
+    let mut terminate = signal(SignalKind::terminate()).ok();
+    async move {
+        tokio::select! {
+            _ = received(interrupt.as_mut()) => {}
+            _ = received(terminate.as_mut()) => {}
+        }
+    }
+}
+
+/// The next delivery of `signal`; never, if it could not be caught.
+async fn received(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(signal) => {
+            signal.recv().await;
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 
@@ -540,6 +555,7 @@ async fn local_ring(
     watch: Duration,
     verbose: u8,
 ) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal();
     if nodes == 0 {
         bail!("--nodes must be at least 1");
     }
@@ -610,9 +626,10 @@ async fn local_ring(
         watch
     });
     ticker.tick().await;
+    tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            _ = shutdown_signal() => break,
+            _ = &mut shutdown => break,
             _ = ticker.tick(), if !watch.is_zero() => {
                 match walk_ring(&bootstrap, Duration::from_secs(2), 100_000).await {
                     Ok(walk) => println!("{}", summary(&walk)),

@@ -242,6 +242,197 @@ fn an_unreachable_bootstrap_is_reported_and_retried_without_crashing() {
 }
 
 #[test]
+fn ring_reports_a_ring_that_does_not_close_and_exits_one() {
+    // Deadlines long enough that the first process still names the second
+    // as its successor for many seconds after the second stops answering.
+    let dir = tempfile::tempdir().unwrap();
+    let slow = ["--rpc-timeout", "5s"];
+    let nodes = start_nodes(dir.path(), 2, None, 1, &slow);
+    wait_for_ring(&nodes.iter().collect::<Vec<_>>(), 1);
+    nodes[1].pause();
+    let output = chordal(&["ring", "--via", &nodes[0].addr, "--timeout", "500ms"]);
+    nodes[1].resume();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("the ring is not whole"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}, which cannot be reached", nodes[1].addr)),
+        "{stderr}"
+    );
+    assert!(stdout.contains("NOT WHOLE"), "{stdout}");
+    // Answering again, the ring is whole.
+    wait_for_ring(&nodes.iter().collect::<Vec<_>>(), 1);
+}
+
+#[test]
+fn a_node_saves_its_peers_when_it_shuts_down() {
+    // Stabilizing every 10 s, the first process would save its peers
+    // periodically only after 20 ticks: a file there after SIGTERM was
+    // written by the shutdown.
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = Node::start_new_ring(
+        &dir.path().join("first"),
+        1,
+        &["--stabilize-interval", "10s"],
+    );
+    let second = Node::join(&first.addr, &dir.path().join("second"), 1, &[]);
+    wait_for_ring(&[&first, &second], 1);
+    let peers_file = first.data_dir.join("peers");
+    assert!(!peers_file.exists(), "saved before the shutdown");
+    assert!(first.terminate().success(), "{}", tail(&first.log()));
+    let peers = std::fs::read_to_string(&peers_file).unwrap_or_default();
+    assert!(
+        peers.lines().any(|line| line == second.addr),
+        "{} does not name {}: {peers:?}",
+        peers_file.display(),
+        second.addr
+    );
+}
+
+#[test]
+fn a_node_restarted_under_another_address_keeps_its_ids_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("node");
+    let mut before = Node::start_new_ring(&data_dir, 2, &[]);
+    let ids = wait_for_ring(&[&before], 2).ids_of(&before.addr);
+    assert!(before.terminate().success());
+    let after = Node::start_new_ring(&data_dir, 2, &[]);
+    assert_ne!(after.addr, before.addr, "port 0 gave the same port twice");
+    assert_eq!(wait_for_ring(&[&after], 2).ids_of(&after.addr), ids);
+    let warning = format!(
+        "data directory was created for {}; now advertising {} with the same ids",
+        before.addr, after.addr
+    );
+    assert!(
+        plain(&after.log()).contains(&warning),
+        "{}",
+        tail(&after.log())
+    );
+}
+
+/// Runs `chordal --port 0 --vnodes 1 ARGS` (with `--new-ring` unless ARGS
+/// name a bootstrap) with the environment `env` until its log shows
+/// `until`, stops it with SIGTERM, and returns its log (stderr) and the
+/// data directory its first line names.
+fn run_until(args: &[&str], env: &[(&str, String)], until: &str) -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("stderr");
+    let mut command = std::process::Command::new(CHORDAL);
+    command
+        .args(["--port", "0", "--vnodes", "1"])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("XDG_DATA_HOME")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap());
+    if !args.contains(&"--bootstrap") {
+        command.arg("--new-ring");
+    }
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = Instant::now() + SETTLE;
+    while !log().contains(until) {
+        if Instant::now() > deadline {
+            child.kill().ok();
+            panic!("{args:?}: no {until:?} in the log: {}", tail(&log()));
+        }
+        sleep(Duration::from_millis(50));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success(), "{}", tail(&log()));
+    let log = log();
+    let data_dir = log
+        .lines()
+        .find_map(|line| line.split("; data in ").nth(1))
+        .unwrap_or_else(|| panic!("no data directory in the log: {log}"))
+        .to_string();
+    (log, data_dir)
+}
+
+fn path(path: &std::path::Path) -> String {
+    path.display().to_string()
+}
+
+#[test]
+fn the_data_directory_defaults_under_xdg_data_home_then_home() {
+    let dir = tempfile::tempdir().unwrap();
+    let (xdg, home) = (dir.path().join("xdg"), dir.path().join("home"));
+    let (log, data_dir) = run_until(
+        &[],
+        &[("XDG_DATA_HOME", path(&xdg)), ("HOME", path(&home))],
+        "data in",
+    );
+    let port = log
+        .split("node 127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("no address in the log: {log}"));
+    let expected = xdg.join("chordal").join(format!("127.0.0.1-{port}"));
+    assert_eq!(std::path::Path::new(&data_dir), expected);
+    assert!(expected.join("identity").exists(), "{log}");
+    // Without XDG_DATA_HOME: under $HOME/.local/share.
+    let (log, data_dir) = run_until(&[], &[("HOME", path(&home))], "data in");
+    assert!(
+        data_dir.starts_with(&home.join(".local/share/chordal").display().to_string()),
+        "{data_dir}: {log}"
+    );
+    assert!(std::path::Path::new(&data_dir).join("identity").exists());
+}
+
+#[test]
+fn each_v_shows_one_more_level_of_the_log_and_rust_log_overrides() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = |name: &str| dir.path().join(name);
+    let args = |name: &str, extra: &[&'static str]| -> Vec<String> {
+        let mut args = vec!["--data-dir".to_string(), data(name).display().to_string()];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    let run = |args: &[String], env: &[(&str, String)], until: &str| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_until(&args, env, until).0
+    };
+    // Plain: warnings only, and the lines the command itself writes.
+    let log = run(&args("quiet", &[]), &[], "data in");
+    assert!(!log.contains(" INFO ") && !log.contains(" DEBUG "), "{log}");
+    // -v: joins and deaths (info), nothing finer.
+    let log = run(&args("v", &["-v"]), &[], " INFO ");
+    assert!(
+        !log.contains(" DEBUG ") && !log.contains(" TRACE "),
+        "{log}"
+    );
+    assert!(
+        !log.contains('\u{1b}'),
+        "colours in a log that is not a terminal: {log}"
+    );
+    // -vv: every change of successor or predecessor (debug).
+    let log = run(&args("vv", &["-vv"]), &[], " DEBUG ");
+    assert!(!log.contains(" TRACE "), "{log}");
+    // -vvv: every ring request in and out (trace); a process joining a
+    // ring has some to make.
+    let ring = Node::start_new_ring(&data("ring"), 1, &[]);
+    let mut joining = args("vvv", &["-vvv"]);
+    joining.extend(["--bootstrap".to_string(), ring.addr.clone()]);
+    let log = run(&joining, &[], "request out");
+    assert!(log.contains(" TRACE "), "{log}");
+    // RUST_LOG overrides -v.
+    let filter = ("RUST_LOG", "chordal=trace".to_string());
+    let mut joining = args("env", &["-v"]);
+    joining.extend(["--bootstrap".to_string(), ring.addr.clone()]);
+    let log = run(&joining, &[filter], "request out");
+    assert!(log.contains(" TRACE "), "{log}");
+}
+
+#[test]
 fn bad_arguments_are_refused_with_a_clear_message() {
     let cases: [(&[&str], &str); 7] = [
         (&["--host", "0.0.0.0"], "pass --advertise"),

@@ -436,6 +436,273 @@ fn each_side_of_a_partition_serves_and_the_healed_ring_converges_to_the_newest_w
 }
 
 #[test]
+fn a_read_asks_the_other_replicas_when_a_caught_up_one_fails_during_it() {
+    // R = 2: once every replica is caught up, a read asks the owner's
+    // store and one replica only. That replica falls silent (the ring has
+    // not noticed); the read must go on to the other one and still answer.
+    for_each_seed(
+        "a_read_asks_the_other_replicas_when_a_caught_up_one_fails_during_it",
+        20,
+        DataSimConfig::default(),
+        |sim| async move {
+            let seed = sim.config().seed;
+            let keys: Vec<Vec<u8>> = (0..20).map(key).collect();
+            for k in &keys {
+                sim.write(k, b"v").await.unwrap();
+            }
+            let reports = sim.anti_entropy().await;
+            assert!(
+                reports.iter().all(|r| r.error.is_none()),
+                "seed {seed}: every replica is caught up"
+            );
+            for k in &keys {
+                let holders: Vec<String> = sim.copies_of(k).into_iter().map(|(a, _)| a).collect();
+                let (owner, first_asked) = (&holders[0], &holders[1]);
+                sim.fall_silent(first_asked);
+                let found = sim.read_via(owner, k).await.unwrap_or_else(|e| {
+                    panic!("seed {seed}: {k:?} with {first_asked} silent: {e}")
+                });
+                assert_eq!(
+                    found.map(|r| r.value),
+                    Some(b"v".to_vec()),
+                    "seed {seed}: {k:?}"
+                );
+                sim.answer_again(first_asked);
+            }
+            sim.stop().await;
+        },
+    );
+}
+
+#[test]
+fn read_repair_gives_an_owner_that_lost_its_disk_the_newest_record() {
+    for_each_seed(
+        "read_repair_gives_an_owner_that_lost_its_disk_the_newest_record",
+        21,
+        DataSimConfig::default(),
+        |sim| async move {
+            let seed = sim.config().seed;
+            let keys: Vec<Vec<u8>> = (0..20).map(key).collect();
+            let mut written = BTreeMap::new();
+            for k in &keys {
+                written.insert(k.clone(), sim.write(k, b"v").await.unwrap().version);
+            }
+            let owner = sim.copies_of(&keys[0])[0].0.clone();
+            sim.wipe(&owner).await;
+            let owned: Vec<&Vec<u8>> = keys
+                .iter()
+                .filter(|k| sim.copies_of(k)[0].0 == owner)
+                .collect();
+            assert!(sim.held_by(&owner).is_empty(), "seed {seed}: wiped");
+            for k in &owned {
+                let found = sim.read_via(&owner, k).await.unwrap();
+                assert_eq!(
+                    found.map(|r| r.version),
+                    Some(written[*k]),
+                    "seed {seed}: {k:?}"
+                );
+            }
+            // The repair runs once the read has answered.
+            sim.pass(Duration::from_secs(1)).await;
+            let held = sim.held_by(&owner);
+            for k in &owned {
+                assert_eq!(
+                    held.get(*k).map(|r| r.version),
+                    Some(written[*k]),
+                    "seed {seed}: the owner {owner} was not repaired for {k:?}"
+                );
+            }
+            sim.stop().await;
+        },
+    );
+}
+
+#[test]
+fn with_no_fallback_answering_the_owner_keeps_the_hint_itself() {
+    // Five processes: the owner, two replicas, two fallbacks. One replica
+    // and both fallbacks fall silent; W = 2 is met by the other replica,
+    // and the hint for the silent one can be left with no one but the
+    // owner. Once the replica answers again, the owner delivers it.
+    let config = DataSimConfig {
+        vnodes: 1,
+        successors: 4,
+        ..DataSimConfig::default()
+    };
+    for_each_seed(
+        "with_no_fallback_answering_the_owner_keeps_the_hint_itself",
+        22,
+        config,
+        |sim| async move {
+            let seed = sim.config().seed;
+            let k = key(0);
+            let holders: Vec<String> = sim.copies_of(&k).into_iter().map(|(a, _)| a).collect();
+            let owner = holders[0].clone();
+            let missed = holders[2].clone();
+            let silent: Vec<String> = sim
+                .live()
+                .into_iter()
+                .filter(|a| !holders[..2].contains(a))
+                .collect();
+            assert_eq!(
+                silent.len(),
+                3,
+                "seed {seed}: one replica and two fallbacks"
+            );
+            for addr in &silent {
+                sim.fall_silent(addr);
+            }
+            let written = sim.write_via(&owner, &k, b"v").await.unwrap();
+            // The copy's deadline, then each fallback's in turn.
+            sim.pass(Duration::from_secs(3)).await;
+            assert_eq!(
+                sim.hints_held_by(&owner),
+                1,
+                "seed {seed}: the owner keeps the hint"
+            );
+            assert_eq!(sim.hints_held_by(&holders[1]), 0, "seed {seed}");
+            for addr in &silent {
+                sim.answer_again(addr);
+            }
+            sim.deliver_hints().await;
+            assert_eq!(sim.hints_held_by(&owner), 0, "seed {seed}: delivered");
+            assert_eq!(
+                sim.held_by(&missed).get(&k).map(|r| r.version),
+                Some(written.version),
+                "seed {seed}: the replica that missed the write has it from the hint"
+            );
+            sim.stop().await;
+        },
+    );
+}
+
+#[test]
+fn a_short_successor_list_is_extended_with_get_state_and_the_result_kept_five_seconds() {
+    // One process per member and successor lists of one: the owner knows
+    // one other process and needs four (two replicas, two fallbacks), so
+    // it asks the last member it knows for its successor list, three
+    // times. The list it works out is reused for five seconds.
+    let config = DataSimConfig {
+        processes: 6,
+        vnodes: 1,
+        successors: 1,
+        write_quorum: 3,
+        ..DataSimConfig::default()
+    };
+    for_each_seed(
+        "a_short_successor_list_is_extended_with_get_state_and_the_result_kept_five_seconds",
+        23,
+        config,
+        |sim| async move {
+            let seed = sim.config().seed;
+            let owner = sim.copies_of(&key(0))[0].0.clone();
+            let keys: Vec<Vec<u8>> = (0..200)
+                .map(key)
+                .filter(|k| sim.copies_of(k)[0].0 == owner)
+                .take(5)
+                .collect();
+            let calls = || sim.stats().state_calls;
+            let before = calls();
+            for k in &keys {
+                let written = sim.write_via(&owner, k, b"v").await.unwrap();
+                assert_eq!(written.acks, 3, "seed {seed}: three copies of {k:?}");
+            }
+            assert_eq!(calls() - before, 3, "seed {seed}: one extension, reused");
+            let held = sim.copies_of(&keys[0]);
+            assert!(
+                held.iter().all(|(_, copy)| copy.is_some()) && held.len() == 3,
+                "seed {seed}: {held:?}"
+            );
+            sim.pass(Duration::from_secs(6)).await;
+            let before = calls();
+            sim.write_via(&owner, &keys[0], b"w").await.unwrap();
+            assert_eq!(
+                calls() - before,
+                3,
+                "seed {seed}: worked out again after 5 s"
+            );
+            sim.stop().await;
+        },
+    );
+}
+
+/// The times at which each process began anti-entropy rounds: the first
+/// request after a second or more without one.
+fn round_starts(sim: &DataSim) -> BTreeMap<String, Vec<Duration>> {
+    let mut starts: BTreeMap<String, Vec<Duration>> = BTreeMap::new();
+    let mut last: BTreeMap<String, Duration> = BTreeMap::new();
+    for (at, from) in sim.sync_requests() {
+        if last
+            .get(&from)
+            .is_none_or(|before| at - *before >= Duration::from_secs(1))
+        {
+            starts.entry(from.clone()).or_default().push(at);
+        }
+        last.insert(from, at);
+    }
+    starts
+}
+
+#[test]
+fn anti_entropy_runs_two_seconds_after_a_change_and_every_interval_give_or_take_ten_percent() {
+    let config = DataSimConfig {
+        background: true,
+        anti_entropy_interval: Duration::from_secs(30),
+        ..DataSimConfig::default()
+    };
+    for_each_seed(
+        "anti_entropy_runs_two_seconds_after_a_change_and_every_interval_give_or_take_ten_percent",
+        24,
+        config,
+        |sim| async move {
+            let seed = sim.config().seed;
+            let first = sim.live();
+            for i in 0..50 {
+                sim.write(&key(i), b"v").await.unwrap();
+            }
+            let change = Duration::from_secs(200);
+            sim.pass(change - sim.elapsed()).await;
+            sim.join();
+            sim.settle();
+            sim.pass(Duration::from_secs(10)).await;
+            let starts = round_starts(&sim);
+            let mut gaps = Vec::new();
+            for addr in &first {
+                let at = &starts[addr];
+                assert!(
+                    at[0] >= Duration::from_secs(2) && at[0] < Duration::from_millis(2500),
+                    "seed {seed}: {addr}'s first round began at {:?}",
+                    at[0]
+                );
+                let before: Vec<Duration> = at.iter().copied().filter(|t| *t < change).collect();
+                for pair in before.windows(2) {
+                    let gap = pair[1] - pair[0];
+                    assert!(
+                        gap >= Duration::from_secs(27) && gap <= Duration::from_secs(34),
+                        "seed {seed}: {addr} waited {gap:?} between rounds (every 30 s ± 10%): {at:?}"
+                    );
+                    gaps.push(gap);
+                }
+                assert!(
+                    at.iter()
+                        .any(|t| *t >= change && *t <= change + Duration::from_millis(2500)),
+                    "seed {seed}: {addr} ran no round within 2 s of the join at {change:?}: {at:?}"
+                );
+            }
+            let spread = gaps
+                .iter()
+                .max()
+                .unwrap()
+                .saturating_sub(*gaps.iter().min().unwrap());
+            assert!(
+                spread >= Duration::from_secs(1),
+                "seed {seed}: the processes run in step (gaps {gaps:?})"
+            );
+            sim.stop().await;
+        },
+    );
+}
+
+#[test]
 fn the_same_seed_replays_the_same_run() {
     let story = |seed| {
         let config = DataSimConfig {

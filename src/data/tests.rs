@@ -592,3 +592,94 @@ async fn a_member_alone_in_its_ring_owns_every_key() {
         assert!(matches!(answer, WriteAnswer::Written { .. }), "{answer:?}");
     }
 }
+
+/// `count` sealed-looking messages of the room at `location`, the `i`-th
+/// sent at millisecond `first_ms + i`.
+fn room_messages(location: &[u8; 32], first_ms: u64, count: u64) -> Vec<Entry> {
+    (0..count)
+        .map(|i| {
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&i.to_be_bytes());
+            Entry {
+                key: crate::room::message_key(location, first_ms + i, &id),
+                record: Record::value(
+                    Version {
+                        clock: 1,
+                        writer: i,
+                    },
+                    b"sealed".to_vec(),
+                    None,
+                ),
+            }
+        })
+        .collect()
+}
+
+/// The send times of the next `count` messages a watch hands over.
+async fn watched(
+    messages: &mut tokio::sync::mpsc::Receiver<Result<Entry>>,
+    count: usize,
+) -> Vec<u64> {
+    let mut times = Vec::new();
+    while times.len() < count {
+        let entry = tokio::time::timeout(Duration::from_secs(10), messages.recv())
+            .await
+            .expect("the watch goes on")
+            .expect("the watch is open")
+            .expect("a message");
+        let (_, sent_at_ms, _) = crate::room::parse_key(&entry.key).expect("a room key");
+        times.push(sent_at_ms);
+    }
+    times
+}
+
+#[tokio::test]
+async fn a_watch_sends_at_most_the_last_thousand_messages_of_history_then_new_ones() {
+    let f = fixture(vec![member(1 << 62, Some(1 << 61))]);
+    let room = [7u8; 32];
+    let other = [8u8; 32];
+    f.data.absorb(&room_messages(&room, 1_000, 1_500)).unwrap();
+    f.data.absorb(&room_messages(&other, 1_000, 10)).unwrap();
+    let mut messages = f.data.watch_room(room, 0, rooms::MAX_HISTORY);
+    let history = watched(&mut messages, rooms::MAX_HISTORY).await;
+    assert_eq!(
+        history,
+        (1_500..2_500).collect::<Vec<u64>>(),
+        "the last 1,000, in order"
+    );
+    // Then what arrives, and only for this room.
+    f.data.absorb(&room_messages(&other, 5_000, 1)).unwrap();
+    f.data.absorb(&room_messages(&room, 6_000, 1)).unwrap();
+    assert_eq!(watched(&mut messages, 1).await, vec![6_000]);
+    // A history since a time takes only what was sent from then on.
+    let mut since = f.data.watch_room(room, 2_490, rooms::MAX_HISTORY);
+    let mut expected: Vec<u64> = (2_490..2_500).collect();
+    expected.push(6_000);
+    assert_eq!(watched(&mut since, expected.len()).await, expected);
+}
+
+#[tokio::test]
+async fn a_watcher_more_than_the_feed_behind_rereads_the_room_from_the_store() {
+    let f = fixture(vec![member(1 << 62, Some(1 << 61))]);
+    let room = [7u8; 32];
+    let mut messages = f.data.watch_room(room, 0, 0);
+    // Stored one by one while the watcher reads nothing: on this one
+    // thread its task does not run until the test waits, and by then the
+    // feed has dropped the oldest (it keeps 1,024).
+    let burst = (rooms::FEED_CAPACITY + 76) as u64;
+    for entry in room_messages(&room, 1_000, burst) {
+        f.data.absorb(std::slice::from_ref(&entry)).unwrap();
+    }
+    // The reread is of the room's last 1,000 messages, in order. Then the
+    // feed goes on from the oldest message it still keeps: those the
+    // reread did not cover follow, each once. Of a burst larger than the
+    // feed between two reads, the oldest are not sent (docs/chat.md).
+    let end = 1_000 + burst;
+    let reread: Vec<u64> = (end - rooms::MAX_HISTORY as u64..end).collect();
+    assert_eq!(watched(&mut messages, reread.len()).await, reread);
+    f.data.absorb(&room_messages(&room, 9_000, 1)).unwrap();
+    let kept_by_the_feed = end - rooms::FEED_CAPACITY as u64;
+    let mut rest: Vec<u64> = (kept_by_the_feed..reread[0]).collect();
+    rest.push(9_000);
+    assert_eq!(watched(&mut messages, rest.len()).await, rest);
+}

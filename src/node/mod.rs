@@ -398,6 +398,81 @@ mod tests {
             stranger.answer,
             Some(pb::state_reply::Answer::NotMember(_))
         ));
+        // Api and Data messages past their bound: 256 KiB + 2 x the value
+        // limit (1 KiB here) + 64 KiB. A value over the limit but inside
+        // the bound is refused by the value check instead.
+        let oversized = |len: usize| pb::PutRequest {
+            key: b"k".to_vec(),
+            value: vec![b'v'; len],
+            ..Default::default()
+        };
+        let status = api.put(oversized(400 * 1024)).await.unwrap_err();
+        assert!(
+            matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted),
+            "{status:?}"
+        );
+        let status = api.put(oversized(2 * 1024)).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        let mut data = pb::data_client::DataClient::new(channel.clone());
+        let record = pb::StoredRecord {
+            key: b"k".to_vec(),
+            version: Some(pb::Version {
+                clock: 1,
+                writer: 1,
+            }),
+            value: vec![b'v'; 400 * 1024],
+            ..Default::default()
+        };
+        let status = data
+            .replicate(pb::ReplicateRequest {
+                records: vec![record],
+                hint_for: None,
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted),
+            "{status:?}"
+        );
+        // Watch: a room location is 32 bytes; at most 1,000 messages of
+        // history.
+        for (room, history) in [
+            (vec![1u8; 33], 10),
+            (vec![1u8; 31], 10),
+            (vec![1u8; 32], 1001),
+        ] {
+            let status = api
+                .watch(pb::WatchRequest {
+                    room,
+                    since_ms: 0,
+                    history,
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        }
+        // A health request over 1 KiB, next to one that fits.
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+        let check = |service: String| tonic_health::pb::HealthCheckRequest { service };
+        health.check(check(String::new())).await.unwrap();
+        let status = health.check(check("s".repeat(2048))).await.unwrap_err();
+        assert!(
+            matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted),
+            "{status:?}"
+        );
+        // Headers over 16 KiB: the request is refused, the node goes on.
+        let mut request = tonic::Request::new(pb::DescribeRequest {});
+        request
+            .metadata_mut()
+            .insert("x-padding", "p".repeat(20 * 1024).parse().unwrap());
+        assert!(api.describe(request).await.is_err());
+        let mut api = pb::api_client::ApiClient::new(
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+        );
         // Raw garbage on the socket.
         {
             use tokio::io::AsyncWriteExt;

@@ -63,13 +63,7 @@ impl RingTask {
         inbox: &mut mpsc::Receiver<Command>,
         until: impl Future<Output = ()>,
     ) {
-        // Timers with ±20% jitter: two processes whose ticks fell together
-        // would otherwise query each other while both are busy, and answer
-        // each other `Pending`, on every tick for ever.
-        let jittered = |period: Duration| {
-            let factor = 0.8 + rand::random::<f64>() * 0.4;
-            tokio::time::Instant::now() + period.mul_f64(factor)
-        };
+        let jittered = |period: Duration| tokio::time::Instant::now() + jittered(period);
         let stabilize = tokio::time::sleep(Duration::ZERO);
         let fix_fingers = tokio::time::sleep_until(jittered(self.config.fix_fingers_interval));
         let mut purge = tokio::time::interval(PURGE_INTERVAL);
@@ -334,6 +328,13 @@ impl RingTask {
     }
 }
 
+/// `period` give or take 20%, at random: two processes whose timers fell
+/// together would otherwise query each other while both are busy, and
+/// answer each other `Pending`, on every tick for ever.
+fn jittered(period: Duration) -> Duration {
+    period.mul_f64(0.8 + rand::random::<f64>() * 0.4)
+}
+
 /// A membership change in words, for the dashboard's list of events;
 /// `None` for the routine ones (failed join attempts are logged instead).
 fn membership_event(notice: &Notice) -> Option<String> {
@@ -357,4 +358,27 @@ fn membership_event(notice: &Notice) -> Option<String> {
         }
         Notice::JoinFailed { .. } => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timer_periods_vary_by_up_to_twenty_percent_either_way() {
+        let period = Duration::from_millis(500);
+        let draws: Vec<Duration> = (0..10_000).map(|_| jittered(period)).collect();
+        let (low, high) = (period.mul_f64(0.8), period.mul_f64(1.2));
+        assert!(draws.iter().all(|d| *d >= low && *d <= high));
+        // Spread over the whole range, not stuck at one value: with 10,000
+        // uniform draws, each tenth of the range is all but certainly hit.
+        for tenth in 0..10 {
+            let from = low + (high - low) * tenth / 10;
+            let to = low + (high - low) * (tenth + 1) / 10;
+            assert!(
+                draws.iter().any(|d| *d >= from && *d <= to),
+                "no period in {from:?}..{to:?}"
+            );
+        }
+    }
 }

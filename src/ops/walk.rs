@@ -33,9 +33,23 @@ pub struct RingWalk {
 /// Walks the ring starting at the process `via`. `limit` bounds the number
 /// of members visited.
 pub async fn walk_ring(via: &str, timeout: Duration, limit: usize) -> Result<RingWalk> {
+    walk_with(
+        via,
+        limit,
+        |addr| async move { describe(&addr, timeout).await },
+    )
+    .await
+}
+
+/// [`walk_ring`], with `describe` asking a process to describe itself.
+async fn walk_with<F, Fut>(via: &str, limit: usize, mut describe: F) -> Result<RingWalk>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<ProcessInfo>>,
+{
     let mut processes: HashMap<String, ProcessInfo> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
-    let first = describe(via, timeout).await?;
+    let first = describe(via.to_string()).await?;
     let start = first
         .members
         .iter()
@@ -73,7 +87,7 @@ pub async fn walk_ring(via: &str, timeout: Duration, limit: usize) -> Result<Rin
             break;
         }
         if !processes.contains_key(&next.addr) {
-            match describe(&next.addr, timeout).await {
+            match describe(next.addr.clone()).await {
                 Ok(info) => {
                     order.push(next.addr.clone());
                     processes.insert(next.addr.clone(), info);
@@ -148,4 +162,114 @@ pub async fn walk_ring(via: &str, timeout: Duration, limit: usize) -> Result<Rin
 
 async fn describe(addr: &str, timeout: Duration) -> Result<ProcessInfo> {
     ApiClient::connect(addr, timeout).await?.describe().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::NodeRef;
+    use std::collections::BTreeMap;
+
+    /// Processes as `Describe` would report them: each member with its
+    /// first successor.
+    fn processes(members: &[(u64, &str, u64, &str)]) -> BTreeMap<String, ProcessInfo> {
+        let mut processes: BTreeMap<String, ProcessInfo> = BTreeMap::new();
+        for (id, addr, next, next_addr) in members {
+            let info = processes
+                .entry(addr.to_string())
+                .or_insert_with(|| ProcessInfo {
+                    addr: addr.to_string(),
+                    ..Default::default()
+                });
+            info.members.push(MemberInfo {
+                me: NodeRef::new(Id(*id), *addr),
+                joined: true,
+                predecessor: None,
+                successors: vec![NodeRef::new(Id(*next), *next_addr)],
+                fingers: Vec::new(),
+                owned_records: 0,
+                replicas: Vec::new(),
+            });
+        }
+        processes
+    }
+
+    async fn walk_of(members: &[(u64, &str, u64, &str)]) -> RingWalk {
+        let processes = processes(members);
+        walk_with("a:1", 100, |addr| {
+            let found = processes
+                .get(&addr)
+                .cloned()
+                .ok_or_else(|| Error::Unavailable(format!("{addr} does not answer")));
+            async move { found }
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_whole_ring_closes_once_round_and_lists_members_from_the_lowest_id() {
+        let walk = walk_of(&[
+            (10, "a:1", 20, "b:1"),
+            (20, "b:1", 30, "a:1"),
+            (30, "a:1", 10, "a:1"),
+        ])
+        .await;
+        assert!(walk.closed && walk.ordered, "{:?}", walk.problems);
+        assert!(walk.problems.is_empty());
+        let ids: Vec<u64> = walk.members.iter().map(|m| m.me.id.0).collect();
+        assert_eq!(ids, vec![10, 20, 30]);
+        assert_eq!(walk.processes, 2);
+    }
+
+    #[tokio::test]
+    async fn a_ring_that_does_not_close_is_reported_with_where_it_broke() {
+        // A successor that does not answer.
+        let walk = walk_of(&[(10, "a:1", 20, "b:1"), (20, "b:1", 30, "c:1")]).await;
+        assert!(!walk.closed && !walk.ordered);
+        assert!(
+            walk.problems[0].contains("cannot be reached"),
+            "{:?}",
+            walk.problems
+        );
+        // A successor its process does not have.
+        let walk = walk_of(&[(10, "a:1", 20, "b:1"), (25, "b:1", 10, "a:1")]).await;
+        assert!(!walk.closed);
+        assert!(
+            walk.problems[0].contains("not a member there"),
+            "{:?}",
+            walk.problems
+        );
+        // A loop that never comes back to the start.
+        let walk = walk_of(&[
+            (10, "a:1", 20, "b:1"),
+            (20, "b:1", 30, "a:1"),
+            (30, "a:1", 20, "b:1"),
+        ])
+        .await;
+        assert!(!walk.closed);
+        assert!(
+            walk.problems[0].contains("loops back"),
+            "{:?}",
+            walk.problems
+        );
+    }
+
+    #[tokio::test]
+    async fn a_ring_that_goes_round_the_circle_twice_is_not_ordered() {
+        // 10 -> 30 -> 20 -> 40 -> 10: closed, but twice round.
+        let walk = walk_of(&[
+            (10, "a:1", 30, "b:1"),
+            (30, "b:1", 20, "a:1"),
+            (20, "a:1", 40, "b:1"),
+            (40, "b:1", 10, "a:1"),
+        ])
+        .await;
+        assert!(walk.closed && !walk.ordered);
+        assert!(
+            walk.problems[0].contains("more than once"),
+            "{:?}",
+            walk.problems
+        );
+    }
 }

@@ -318,4 +318,53 @@ mod tests {
             Next::Done(Err(LookupError::TooManyHops(3)))
         );
     }
+
+    /// Candidates of distinct processes, ids `first..first + count`.
+    fn candidates(first: u64, count: u64) -> Vec<NodeRef> {
+        (first..first + count)
+            .map(|i| node(i, &format!("p{i}")))
+            .collect()
+    }
+
+    #[test]
+    fn one_answer_gives_at_most_eight_candidates() {
+        let max_hops = crate::ring::Config::default().max_lookup_hops;
+        let local = Response::Closer {
+            candidates: candidates(0, 20),
+        };
+        let mut lookup = Lookup::new(Id(1_000), "origin", local, max_hops);
+        let mut asked = Vec::new();
+        while let Next::Ask(addr) = lookup.next_step() {
+            lookup.on_failure(&addr);
+            asked.push(addr);
+        }
+        assert_eq!(asked.len(), MAX_CANDIDATES_PER_ANSWER);
+        assert_eq!(MAX_CANDIDATES_PER_ANSWER, 8);
+    }
+
+    #[test]
+    fn a_lookup_makes_at_most_sixty_four_asks_answered_or_not() {
+        // Every process asked names eight more, and every other one does
+        // not answer: the walk could go on for ever.
+        let max_hops = crate::ring::Config::default().max_lookup_hops;
+        assert_eq!(max_hops, 64);
+        let mut lookup = Lookup::via_seed(Id(u64::MAX), "origin", "p0".into(), max_hops);
+        let mut asks = 0u64;
+        let mut next_id = 1;
+        while let Next::Ask(addr) = lookup.next_step() {
+            asks += 1;
+            if asks % 2 == 0 {
+                lookup.on_failure(&addr);
+                continue;
+            }
+            let named = candidates(next_id, 8);
+            next_id += 8;
+            lookup.on_answer(&addr, Response::Closer { candidates: named });
+        }
+        assert_eq!(asks, 64);
+        assert_eq!(
+            lookup.next_step(),
+            Next::Done(Err(LookupError::TooManyHops(64)))
+        );
+    }
 }

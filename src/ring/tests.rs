@@ -366,3 +366,79 @@ fn only_a_neighbour_can_announce_its_own_departure() {
     );
     assert_eq!(c.member(Id(300)).unwrap().predecessor(), None);
 }
+
+#[test]
+fn members_presumed_dead_are_pinged_one_per_tick_for_1200_ticks_and_at_most_64_are_kept() {
+    let mut host = Host::new("a:1", &[Id(1)], &["a:1".to_string()], config(3));
+    host.take_actions();
+    for i in 0..70 {
+        host.remember_lost(&node(1_000 + i, &format!("10.0.0.{i}:1")));
+    }
+    assert_eq!(host.lost.len(), 64);
+    assert!(
+        host.lost.iter().all(|l| l.node.id.0 >= 1_006),
+        "the oldest six are the ones forgotten"
+    );
+    let mut pinged: BTreeMap<String, u32> = BTreeMap::new();
+    for tick in 1..1200 {
+        host.probe_lost();
+        let pings: Vec<String> = host
+            .take_actions()
+            .into_iter()
+            .filter_map(|action| match action {
+                Action::Send(message) if message.request == Request::Ping => Some(message.to),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(pings.len(), 1, "tick {tick}: {pings:?}");
+        *pinged.entry(pings[0].clone()).or_default() += 1;
+    }
+    assert_eq!(host.lost.len(), 64, "still probed on tick 1199");
+    assert_eq!(pinged.len(), 64, "each in turn");
+    assert!(pinged.values().all(|n| (18..=19).contains(n)), "{pinged:?}");
+    host.probe_lost();
+    assert!(host.lost.is_empty(), "forgotten after 1200 ticks");
+    // A member of this host is never remembered as lost.
+    host.remember_lost(&node(1, "a:1"));
+    assert!(host.lost.is_empty());
+}
+
+#[test]
+fn a_find_step_names_the_three_closest_preceding_entries_one_per_process() {
+    let mut host = Host::new("a:1", &[Id(1_000)], &["a:1".to_string()], Config::default());
+    host.step(Input::StabilizeTick);
+    host.take_actions();
+    let member = &mut host.members[0];
+    member.successors = vec![node(2_000, "b:1")];
+    let entries = [
+        (3_000, "c:1"),
+        (4_000, "c:1"),
+        (5_000, "d:1"),
+        (6_000, "e:1"),
+        (7_000, "f:1"),
+        (8_000, "f:1"),
+        (9_000, "g:1"),
+        (9_500, "a:1"),
+        (11_000, "h:1"),
+    ];
+    for (slot, (id, addr)) in member.fingers.iter_mut().zip(entries) {
+        *slot = Some(node(id, addr));
+    }
+    let Response::Closer { candidates } = host.find_step(Id(10_000)) else {
+        panic!("the target is not in this process's arcs");
+    };
+    // Not this process's own entry (9,500), not past the target (11,000),
+    // and only the closest of f's two.
+    assert_eq!(
+        candidates,
+        vec![node(9_000, "g:1"), node(8_000, "f:1"), node(6_000, "e:1")]
+    );
+    // A target in the member's arc is answered with its successors.
+    assert_eq!(
+        host.find_step(Id(1_500)),
+        Response::Found {
+            predecessor: node(1_000, "a:1"),
+            successors: vec![node(2_000, "b:1")],
+        }
+    );
+}

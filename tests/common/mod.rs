@@ -131,6 +131,22 @@ impl Node {
         self.process.kill_9().unwrap(); // SIGKILL
     }
 
+    /// Stops the process where it is (`SIGSTOP`): its port still accepts
+    /// connections, but nothing is answered until [`Node::resume`].
+    pub fn pause(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    pub fn resume(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = self.process.pid().expect("the node is running");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)
+            .unwrap_or_else(|e| panic!("{signal} to {}: {e}", self.addr));
+    }
+
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         self.process
             .terminate(Duration::from_secs(20))

@@ -94,6 +94,11 @@ impl DataSim {
         self.live().iter().map(|a| self.node(a).hints_held()).sum()
     }
 
+    /// Hints held by process `addr`.
+    pub fn hints_held_by(&self, addr: &str) -> u64 {
+        self.node(addr).hints_held()
+    }
+
     /// Each holder of `key` on the live ring and its copy: what a failure
     /// message shows of a key that differs.
     pub fn copies_of(&self, key: &[u8]) -> Vec<(String, Option<Record>)> {

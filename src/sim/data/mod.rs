@@ -70,6 +70,10 @@ pub struct DataSimConfig {
     /// [`DataSim::deliver_hints`], so a story controls when repair happens.
     /// Anti-entropy always runs when the scenario says.
     pub background: bool,
+    /// With `background`, each process also runs anti-entropy rounds on
+    /// its own, as a node does with `--anti-entropy-interval`; zero (the
+    /// default) leaves rounds to the scenario.
+    pub anti_entropy_interval: Duration,
 }
 
 impl Default for DataSimConfig {
@@ -87,6 +91,7 @@ impl Default for DataSimConfig {
             max_delay_ms: 5,
             rpc_timeout: Duration::from_millis(500),
             background: false,
+            anti_entropy_interval: Duration::ZERO,
         }
     }
 }
@@ -100,6 +105,9 @@ pub struct DataSimStats {
     pub writes_refused: u64,
     pub rounds: u64,
     pub rounds_failed: u64,
+    /// `GetState` calls: a member's successor list asked for, to extend a
+    /// preference list.
+    pub state_calls: u64,
     pub sync: SyncStats,
 }
 
@@ -163,6 +171,7 @@ impl DataSim {
             nodes: BTreeMap::new(),
             published: BTreeMap::new(),
             stats: DataSimStats::default(),
+            syncs: Vec::new(),
         };
         let sim = DataSim {
             config: config.clone(),
@@ -238,8 +247,13 @@ impl DataSim {
                 replicas: self.config.replicas,
                 write_quorum: self.config.write_quorum,
                 read_quorum: self.config.read_quorum,
-                // Rounds run when a scenario says.
-                anti_entropy_interval: Duration::ZERO,
+                // Rounds run when a scenario says, unless it asked for
+                // them on a timer.
+                anti_entropy_interval: if self.config.background {
+                    self.config.anti_entropy_interval
+                } else {
+                    Duration::ZERO
+                },
                 ..ReplicationConfig::default()
             },
             ..DataConfig::new(crate::data::DEFAULT_MAX_VALUE, self.config.rpc_timeout)
@@ -330,6 +344,11 @@ impl DataSim {
         self.publish();
     }
 
+    /// Simulated time since the run began.
+    pub fn elapsed(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
     /// Lets simulated time pass (background tasks run meanwhile).
     pub async fn pass(&self, duration: Duration) {
         tokio::time::sleep(duration).await;
@@ -348,6 +367,18 @@ impl DataSim {
         };
         node.stop().await;
         self.publish();
+    }
+
+    /// The process stops answering, but nobody has noticed yet: the ring
+    /// every process was last told of still names it, until
+    /// [`DataSim::answer_again`]. Its tasks go on.
+    pub fn fall_silent(&self, addr: &str) {
+        self.net().up.remove(addr);
+    }
+
+    /// A process that [fell silent](DataSim::fall_silent) answers again.
+    pub fn answer_again(&self, addr: &str) {
+        self.net().up.insert(addr.to_string());
     }
 
     /// A crashed process starts again on the same store.
@@ -538,6 +569,16 @@ impl DataSim {
         for addr in self.live() {
             self.node(&addr).deliver_hints().await;
         }
+    }
+
+    /// When each anti-entropy request was sent since the run began, and by
+    /// which process: the first of a burst is a round starting.
+    pub fn sync_requests(&self) -> Vec<(Duration, String)> {
+        self.net()
+            .syncs
+            .iter()
+            .map(|(at, from)| (at.duration_since(self.epoch), from.clone()))
+            .collect()
     }
 
     /// Waits until every hand-off under way has ended.

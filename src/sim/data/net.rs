@@ -36,6 +36,8 @@ pub(super) struct Net {
     /// What each process last published of its members.
     pub(super) published: BTreeMap<String, Vec<LocalMember>>,
     pub(super) stats: DataSimStats,
+    /// Each anti-entropy request: when it was sent, and by whom.
+    pub(super) syncs: Vec<(tokio::time::Instant, String)>,
 }
 
 impl Net {
@@ -238,6 +240,11 @@ impl Peers for SimPeers {
         _arc: ArcRange,
         request: SyncRequest,
     ) -> Result<SyncExchange> {
+        self.net
+            .lock()
+            .expect("sim lock")
+            .syncs
+            .push((tokio::time::Instant::now(), self.from.clone()));
         self.call(&to.addr, |node| async move {
             Ok(SyncExchange {
                 reply: node.serve_sync(request).await?,
@@ -250,6 +257,7 @@ impl Peers for SimPeers {
     }
 
     async fn state(&self, of: &NodeRef) -> Result<(Option<NodeRef>, Vec<NodeRef>)> {
+        self.net.lock().expect("sim lock").stats.state_calls += 1;
         let (net, of) = (self.net.clone(), of.clone());
         self.call(&of.addr.clone(), |_| async move {
             let net = net.lock().expect("sim lock");
