@@ -11,10 +11,11 @@
 
 mod common;
 
-use chordal::sim::data::{run, DataSim, DataSimConfig};
+use chordal::id::Id;
+use chordal::sim::data::{run, DataSim, DataSimConfig, SyncRequestSent};
 use chordal::store::Version;
 use common::assert_a_failure_prints_its_replay_command;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Mutex;
@@ -625,12 +626,73 @@ fn a_short_successor_list_is_extended_with_get_state_and_the_result_kept_five_se
     );
 }
 
+#[test]
+fn a_restarted_process_itself_drives_rounds_with_the_owners_of_the_arcs_it_copies() {
+    // Rounds on a timer far off (an hour), so that within the minute after
+    // the restart only the rounds a membership change or a restart starts
+    // run. The restarted process must ask the owner of every arc it keeps
+    // a copy of, itself, not wait for the owners' rounds.
+    let config = DataSimConfig {
+        background: true,
+        anti_entropy_interval: Duration::from_secs(3600),
+        ..DataSimConfig::default()
+    };
+    for_each_seed(
+        "a_restarted_process_itself_drives_rounds_with_the_owners_of_the_arcs_it_copies",
+        25,
+        config,
+        |sim| async move {
+            let seed = sim.config().seed;
+            let keys: Vec<Vec<u8>> = (0..200).map(key).collect();
+            for k in &keys {
+                sim.write(k, b"v").await.unwrap();
+            }
+            let restarted = sim.live()[0].clone();
+            // Each key copied there (not owned), with its owner.
+            let copied: Vec<(Vec<u8>, String)> = keys
+                .iter()
+                .map(|k| (k, sim.copies_of(k)))
+                .filter(|(_, copies)| copies[1..].iter().any(|(addr, _)| *addr == restarted))
+                .map(|(k, copies)| (k.clone(), copies[0].0.clone()))
+                .collect();
+            assert!(!copied.is_empty(), "seed {seed}: {restarted} copies no arc");
+            sim.pass(Duration::from_secs(10)).await;
+            sim.crash(&restarted).await;
+            sim.pass(Duration::from_secs(10)).await;
+            let back = sim.elapsed();
+            sim.restart(&restarted);
+            sim.pass(Duration::from_secs(60)).await;
+            // Its own rounds compare its own arcs; only a round it drives
+            // for an owner compares an arc holding the owner's keys.
+            let driven: Vec<SyncRequestSent> = sim
+                .sync_requests()
+                .into_iter()
+                .filter(|sent| sent.at >= back && sent.from == restarted)
+                .collect();
+            let missing: BTreeSet<&String> = copied
+                .iter()
+                .filter(|(k, owner)| {
+                    !driven
+                        .iter()
+                        .any(|sent| sent.to == *owner && sent.arc.contains(Id::of_key(k)))
+                })
+                .map(|(_, owner)| owner)
+                .collect();
+            assert!(
+                missing.is_empty(),
+                "seed {seed}: {restarted} drove no round of the arcs it copies from {missing:?}"
+            );
+            sim.stop().await;
+        },
+    );
+}
+
 /// The times at which each process began anti-entropy rounds: the first
 /// request after a second or more without one.
 fn round_starts(sim: &DataSim) -> BTreeMap<String, Vec<Duration>> {
     let mut starts: BTreeMap<String, Vec<Duration>> = BTreeMap::new();
     let mut last: BTreeMap<String, Duration> = BTreeMap::new();
-    for (at, from) in sim.sync_requests() {
+    for SyncRequestSent { at, from, .. } in sim.sync_requests() {
         if last
             .get(&from)
             .is_none_or(|before| at - *before >= Duration::from_secs(1))

@@ -306,9 +306,15 @@ impl Sim {
             if actual != expected {
                 return false;
             }
-            let predecessor = &members[(index + n - 1) % n];
-            let expected_predecessor = (n > 1).then_some(predecessor.id);
-            if member.predecessor().map(|p| p.id) != expected_predecessor && n > 1 {
+            // A lone member's predecessor is itself or none: never a
+            // member that no longer answers.
+            let predecessor = member.predecessor().map(|p| p.id);
+            let right = if n > 1 {
+                predecessor == Some(members[(index + n - 1) % n].id)
+            } else {
+                predecessor.is_none_or(|p| p == node.id)
+            };
+            if !right {
                 return false;
             }
         }

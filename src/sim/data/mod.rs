@@ -111,6 +111,17 @@ pub struct DataSimStats {
     pub sync: SyncStats,
 }
 
+/// One anti-entropy request, as the network saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncRequestSent {
+    /// Simulated time since the run began.
+    pub at: Duration,
+    pub from: String,
+    pub to: String,
+    /// The arc compared.
+    pub arc: crate::sync::ArcRange,
+}
+
 /// A process's disks: its records and its hints, kept across restarts.
 type Disks = (Arc<MemoryEngine>, Arc<MemoryEngine>);
 
@@ -571,13 +582,19 @@ impl DataSim {
         }
     }
 
-    /// When each anti-entropy request was sent since the run began, and by
-    /// which process: the first of a burst is a round starting.
-    pub fn sync_requests(&self) -> Vec<(Duration, String)> {
+    /// Each anti-entropy request sent since the run began: when, by which
+    /// process, to which. The first of a burst from one process is a round
+    /// starting.
+    pub fn sync_requests(&self) -> Vec<SyncRequestSent> {
         self.net()
             .syncs
             .iter()
-            .map(|(at, from)| (at.duration_since(self.epoch), from.clone()))
+            .map(|(at, from, to, arc)| SyncRequestSent {
+                at: at.duration_since(self.epoch),
+                from: from.clone(),
+                to: to.clone(),
+                arc: *arc,
+            })
             .collect()
     }
 

@@ -36,8 +36,9 @@ pub(super) struct Net {
     /// What each process last published of its members.
     pub(super) published: BTreeMap<String, Vec<LocalMember>>,
     pub(super) stats: DataSimStats,
-    /// Each anti-entropy request: when it was sent, and by whom.
-    pub(super) syncs: Vec<(tokio::time::Instant, String)>,
+    /// Each anti-entropy request: when it was sent, by whom, to whom, of
+    /// which arc.
+    pub(super) syncs: Vec<(tokio::time::Instant, String, String, ArcRange)>,
 }
 
 impl Net {
@@ -237,14 +238,15 @@ impl Peers for SimPeers {
     async fn sync(
         &self,
         to: &NodeRef,
-        _arc: ArcRange,
+        arc: ArcRange,
         request: SyncRequest,
     ) -> Result<SyncExchange> {
-        self.net
-            .lock()
-            .expect("sim lock")
-            .syncs
-            .push((tokio::time::Instant::now(), self.from.clone()));
+        self.net.lock().expect("sim lock").syncs.push((
+            tokio::time::Instant::now(),
+            self.from.clone(),
+            to.addr.clone(),
+            arc,
+        ));
         self.call(&to.addr, |node| async move {
             Ok(SyncExchange {
                 reply: node.serve_sync(request).await?,
