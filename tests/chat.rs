@@ -465,3 +465,54 @@ fn a_circuit_whose_relay_dies_is_rebuilt_and_messages_still_arrive() {
     assert_eq!(all.len(), 2, "rebuilt once: {all:?}");
     assert!(!all[1].contains(&first[0][1]), "{all:?}");
 }
+
+#[test]
+fn one_senders_send_times_strictly_increase_and_messages_expire_after_the_retention() {
+    use chordal::chat::client::{Route, Sender};
+    use chordal::clock::wall_ms;
+    use chordal::room::message_key;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_new_ring(&dir.path().join("node"), 1, &[]);
+    wait_for_ring(&[&node], 1);
+    let retention = Duration::from_secs(3600);
+    let rt = runtime();
+    rt.block_on(async {
+        let room = Room::new(ROOM, None);
+        let location = *room.location();
+        let mut sender = Sender::new(
+            room,
+            vec![node.addr.clone()],
+            Duration::from_secs(5),
+            retention,
+            Route::Direct,
+        );
+        let before = wall_ms();
+        let mut sent = Vec::new();
+        for i in 0..50 {
+            sent.push(sender.send("ann", &format!("line {i}")).await.unwrap());
+        }
+        for pair in sent.windows(2) {
+            assert!(
+                pair[1].sent_at_ms > pair[0].sent_at_ms,
+                "sent in this order: {} then {}",
+                pair[0].sent_at_ms,
+                pair[1].sent_at_ms
+            );
+        }
+        // Each is stored to expire `retention` after it reached the ring.
+        let mut conn = chordal::rpc::ApiClient::connect(&node.addr, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let after = wall_ms();
+        for message in &sent {
+            let key = message_key(&location, message.sent_at_ms, &message.id);
+            let stored = conn.get(&key, false).await.unwrap();
+            let expires_at = stored.expires_at.expect("a room message expires");
+            let retention_ms = retention.as_millis() as u64;
+            assert!(
+                (before + retention_ms..=after + retention_ms).contains(&expires_at),
+                "expires at {expires_at}, sent between {before} and {after}"
+            );
+        }
+    });
+}
