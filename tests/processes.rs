@@ -250,7 +250,9 @@ fn ring_reports_a_ring_that_does_not_close_and_exits_one() {
     let nodes = start_nodes(dir.path(), 2, None, 1, &slow);
     wait_for_ring(&nodes.iter().collect::<Vec<_>>(), 1);
     nodes[1].pause();
-    let output = chordal(&["ring", "--via", &nodes[0].addr, "--timeout", "500ms"]);
+    // Two seconds to connect and ask each process: the paused one takes
+    // them all, well inside the first one's five-second deadline.
+    let output = chordal(&["ring", "--via", &nodes[0].addr, "--timeout", "2s"]);
     nodes[1].resume();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -348,7 +350,18 @@ fn run_until(args: &[&str], env: &[(&str, String)], until: &str) -> (String, Str
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    assert!(child.wait().unwrap().success(), "{}", tail(&log()));
+    let deadline = Instant::now() + SETTLE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            panic!("{args:?}: still running after SIGTERM: {}", tail(&log()));
+        }
+        sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{}", tail(&log()));
     let log = log();
     let data_dir = log
         .lines()
@@ -414,12 +427,14 @@ fn each_v_shows_one_more_level_of_the_log_and_rust_log_overrides() {
         !log.contains('\u{1b}'),
         "colours in a log that is not a terminal: {log}"
     );
-    // -vv: every change of successor or predecessor (debug).
-    let log = run(&args("vv", &["-vv"]), &[], " DEBUG ");
-    assert!(!log.contains(" TRACE "), "{log}");
-    // -vvv: every ring request in and out (trace); a process joining a
-    // ring has some to make.
+    // -vv: every change of successor or predecessor (debug). Joining a
+    // ring, the process sends ring requests, which only trace shows.
     let ring = Node::start_new_ring(&data("ring"), 1, &[]);
+    let mut joining = args("vv", &["-vv"]);
+    joining.extend(["--bootstrap".to_string(), ring.addr.clone()]);
+    let log = run(&joining, &[], " DEBUG ");
+    assert!(!log.contains(" TRACE "), "{log}");
+    // -vvv: every ring request in and out (trace).
     let mut joining = args("vvv", &["-vvv"]);
     joining.extend(["--bootstrap".to_string(), ring.addr.clone()]);
     let log = run(&joining, &[], "request out");
