@@ -194,4 +194,34 @@ mod tests {
         assert!(validate_key(b"").is_err());
         assert!(validate_key(&vec![b'k'; MAX_KEY_LEN + 1]).is_err());
     }
+
+    #[test]
+    fn a_message_from_a_newer_version_is_read_without_the_fields_this_one_lacks() {
+        use prost::Message;
+        // Fields a later version might add: a string and a number, under
+        // numbers this version does not use.
+        let with_new_fields = |mut bytes: Vec<u8>| {
+            prost::encoding::string::encode(99, &"new".to_string(), &mut bytes);
+            prost::encoding::uint64::encode(100, &7, &mut bytes);
+            bytes
+        };
+        let put = pb::PutRequest {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            ttl_ms: 5,
+            write_quorum: 2,
+        };
+        let read = pb::PutRequest::decode(with_new_fields(put.encode_to_vec()).as_slice()).unwrap();
+        assert_eq!(read, put);
+        let notify = pb::NotifyRequest {
+            member: 42,
+            from: Some(pb::Member {
+                id: 7,
+                addr: "127.0.0.1:10002".into(),
+            }),
+        };
+        let read =
+            pb::NotifyRequest::decode(with_new_fields(notify.encode_to_vec()).as_slice()).unwrap();
+        assert_eq!(read, notify);
+    }
 }
