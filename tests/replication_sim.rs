@@ -457,7 +457,7 @@ fn a_read_asks_the_other_replicas_when_a_caught_up_one_fails_during_it() {
                 "seed {seed}: every replica is caught up"
             );
             for k in &keys {
-                let holders: Vec<String> = sim.copies_of(k).into_iter().map(|(a, _)| a).collect();
+                let holders = sim.holders(k);
                 let (owner, first_asked) = (&holders[0], &holders[1]);
                 sim.fall_silent(first_asked);
                 let found = sim.read_via(owner, k).await.unwrap_or_else(|e| {
@@ -488,12 +488,9 @@ fn read_repair_gives_an_owner_that_lost_its_disk_the_newest_record() {
             for k in &keys {
                 written.insert(k.clone(), sim.write(k, b"v").await.unwrap().version);
             }
-            let owner = sim.copies_of(&keys[0])[0].0.clone();
+            let owner = sim.holders(&keys[0])[0].clone();
             sim.wipe(&owner).await;
-            let owned: Vec<&Vec<u8>> = keys
-                .iter()
-                .filter(|k| sim.copies_of(k)[0].0 == owner)
-                .collect();
+            let owned: Vec<&Vec<u8>> = keys.iter().filter(|k| sim.holders(k)[0] == owner).collect();
             assert!(sim.held_by(&owner).is_empty(), "seed {seed}: wiped");
             for k in &owned {
                 let found = sim.read_via(&owner, k).await.unwrap();
@@ -536,7 +533,7 @@ fn with_no_fallback_answering_the_owner_keeps_the_hint_itself() {
         |sim| async move {
             let seed = sim.config().seed;
             let k = key(0);
-            let holders: Vec<String> = sim.copies_of(&k).into_iter().map(|(a, _)| a).collect();
+            let holders = sim.holders(&k);
             let owner = holders[0].clone();
             let missed = holders[2].clone();
             let silent: Vec<String> = sim
@@ -595,10 +592,10 @@ fn a_short_successor_list_is_extended_with_get_state_and_the_result_kept_five_se
         config,
         |sim| async move {
             let seed = sim.config().seed;
-            let owner = sim.copies_of(&key(0))[0].0.clone();
+            let owner = sim.holders(&key(0))[0].clone();
             let keys: Vec<Vec<u8>> = (0..200)
                 .map(key)
-                .filter(|k| sim.copies_of(k)[0].0 == owner)
+                .filter(|k| sim.holders(k)[0] == owner)
                 .take(5)
                 .collect();
             let calls = || sim.stats().state_calls;
@@ -656,9 +653,9 @@ fn a_restarted_process_itself_drives_rounds_with_the_owners_of_the_arcs_it_copie
             // Each key copied there (not owned), with its owner.
             let copied: Vec<(Vec<u8>, String)> = keys
                 .iter()
-                .map(|k| (k, sim.copies_of(k)))
-                .filter(|(_, copies)| copies[1..].iter().any(|(addr, _)| *addr == restarted))
-                .map(|(k, copies)| (k.clone(), copies[0].0.clone()))
+                .map(|k| (k, sim.holders(k)))
+                .filter(|(_, holders)| holders[1..].contains(&restarted))
+                .map(|(k, holders)| (k.clone(), holders[0].clone()))
                 .collect();
             assert!(!copied.is_empty(), "seed {seed}: {restarted} copies no arc");
             sim.pass(Duration::from_secs(10)).await;

@@ -9,9 +9,9 @@ use crate::store::Record;
 use std::collections::BTreeMap;
 
 impl DataSim {
-    /// The owner of `key` and the processes holding its copies, on the ring
-    /// of the live processes.
-    fn holders(&self, key: &[u8]) -> Vec<String> {
+    /// The owner of `key` and the processes holding its copies, in
+    /// preference order, on the ring of the live processes.
+    pub fn holders(&self, key: &[u8]) -> Vec<String> {
         let net = self.net();
         let Some(viewer) = net.members.keys().find(|a| net.up.contains(*a)).cloned() else {
             return Vec::new();
