@@ -345,22 +345,8 @@ fn run_until(args: &[&str], env: &[(&str, String)], until: &str) -> (String, Str
         }
         sleep(Duration::from_millis(50));
     }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let deadline = Instant::now() + SETTLE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            child.kill().ok();
-            panic!("{args:?}: still running after SIGTERM: {}", tail(&log()));
-        }
-        sleep(Duration::from_millis(50));
-    };
+    let status = signal_and_wait(&mut child, nix::sys::signal::Signal::SIGTERM)
+        .unwrap_or_else(|| panic!("{args:?}: still running after SIGTERM: {}", tail(&log())));
     assert!(status.success(), "{}", tail(&log()));
     let log = log();
     let data_dir = log
@@ -547,19 +533,8 @@ fn chordal_local_starts_a_ring_and_ctrl_c_makes_every_node_leave() {
         sleep(Duration::from_millis(200));
     }
     // Ctrl-C: every node leaves the ring, and `local` exits 0.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(local.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let deadline = Instant::now() + SETTLE;
-    let status = loop {
-        if let Some(status) = local.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "chordal local did not stop");
-        sleep(Duration::from_millis(50));
-    };
+    let status = signal_and_wait(&mut local, nix::sys::signal::Signal::SIGINT)
+        .expect("chordal local did not stop");
     assert!(status.success(), "{status}");
     let log = plain(&std::fs::read_to_string(&log).unwrap());
     for addr in &addrs {

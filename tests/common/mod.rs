@@ -142,9 +142,7 @@ impl Node {
     }
 
     fn signal(&self, signal: nix::sys::signal::Signal) {
-        let pid = self.process.pid().expect("the node is running");
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)
-            .unwrap_or_else(|e| panic!("{signal} to {}: {e}", self.addr));
+        send_signal(self.process.pid().expect("the node is running"), signal);
     }
 
     pub fn terminate(&mut self) -> std::process::ExitStatus {
@@ -163,6 +161,31 @@ impl Node {
         self.process
             .wait_for_admin_address(SETTLE)
             .unwrap_or_else(|e| panic!("{e}: {}", tail(&self.log())))
+    }
+}
+
+pub fn send_signal(pid: u32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)
+        .unwrap_or_else(|e| panic!("{signal} to process {pid}: {e}"));
+}
+
+/// Sends `signal` to `child` and waits up to [`SETTLE`] for it to exit.
+/// A child still running then is killed, and `None` returned.
+pub fn signal_and_wait(
+    child: &mut std::process::Child,
+    signal: nix::sys::signal::Signal,
+) -> Option<std::process::ExitStatus> {
+    send_signal(child.id(), signal);
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        if let Some(status) = child.try_wait().expect("the child can be waited for") {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            return None;
+        }
+        sleep(Duration::from_millis(50));
     }
 }
 
