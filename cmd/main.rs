@@ -402,7 +402,6 @@ fn say(line: String) {
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
-/// Completes on Ctrl-C or SIGTERM.
 /// Completes on Ctrl-C or SIGTERM. Both are caught from the moment this is
 /// called, not first awaited: one that arrives while a node is still
 /// starting stops it gracefully instead of killing it.

@@ -258,13 +258,9 @@ impl DataSim {
                 replicas: self.config.replicas,
                 write_quorum: self.config.write_quorum,
                 read_quorum: self.config.read_quorum,
-                // Rounds run when a scenario says, unless it asked for
-                // them on a timer.
-                anti_entropy_interval: if self.config.background {
-                    self.config.anti_entropy_interval
-                } else {
-                    Duration::ZERO
-                },
+                // Rounds run when a scenario says, and on a timer only in
+                // the background work a scenario asked for.
+                anti_entropy_interval: self.config.anti_entropy_interval,
                 ..ReplicationConfig::default()
             },
             ..DataConfig::new(crate::data::DEFAULT_MAX_VALUE, self.config.rpc_timeout)
