@@ -223,6 +223,84 @@ impl Compose {
         assert!(output.status.success(), "docker {args:?}: {output:?}");
     }
 
+    /// `chordal chat`, as docs/operations.md runs it: inside the network,
+    /// where every process's advertised name resolves. A line piped into a
+    /// client in node-3 reaches a `--print` client in node-1, through
+    /// relays that are all containers of the ring.
+    fn chat_inside_the_network(&self) {
+        use std::io::{BufRead, BufReader};
+        let chat = |service: &str, nick: &str| {
+            let mut command = self.command("docker-compose");
+            command.args([
+                "exec",
+                "-T",
+                service,
+                "/chordal",
+                "chat",
+                "--room",
+                "lobby",
+                "--via",
+                "bootstrap:10001",
+                "--nick",
+                nick,
+                "--timeout",
+                "2s",
+            ]);
+            command
+        };
+        let mut reader = chat("node-1", "reader")
+            .arg("--print")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let (lines, printed) = std::sync::mpsc::channel();
+        let stdout = reader.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + SETTLE;
+        let mut seen = Vec::new();
+        // The reader may not be watching yet when a line is sent: send
+        // again (a new line each time) until one is printed.
+        'sending: for attempt in 0.. {
+            let text = format!("hello from node-3, {attempt}");
+            let mut sender = chat("node-3", "ada")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            {
+                use std::io::Write;
+                let mut stdin = sender.stdin.take().unwrap();
+                writeln!(stdin, "{text}").unwrap();
+            }
+            let sent = sender.wait_with_output().unwrap();
+            assert!(sent.status.success(), "chat in node-3: {sent:?}");
+            let until = (Instant::now() + Duration::from_secs(5)).min(deadline);
+            while let Ok(line) =
+                printed.recv_timeout(until.saturating_duration_since(Instant::now()))
+            {
+                if line.ends_with(&format!("<ada> {text}")) {
+                    break 'sending;
+                }
+                seen.push(line);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node-1's chat printed none of node-3's lines: {seen:?}"
+            );
+        }
+        reader.kill().ok();
+        reader.wait().ok();
+    }
+
     /// The container running `service`.
     fn container(&self, service: &str) -> String {
         let output = self.run(&["ps", "-q", service]);
@@ -270,6 +348,22 @@ fn the_compose_ring_is_healthy_and_a_restarted_node_keeps_its_data() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&history.stdout).trim(), "1");
+    // About 24 MB, as README.md says: the stripped binary and its few
+    // libraries (an unstripped one, or a second copy, would be far over).
+    let size = Command::new("docker")
+        .args(["image", "inspect", "-f", "{{.Size}}", &compose.image])
+        .output()
+        .unwrap();
+    let bytes: u64 = String::from_utf8_lossy(&size.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        (16_000_000..=32_000_000).contains(&bytes),
+        "the image is {bytes} bytes, not about 24 MB"
+    );
+
+    compose.chat_inside_the_network();
 
     // Any node's dashboard and metrics, from the host.
     let dashboard = http_get(&compose.admin_addr(3), "/api/ring");
