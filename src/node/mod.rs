@@ -297,6 +297,22 @@ mod tests {
     use tokio::sync::oneshot;
     use tonic::Code;
 
+    /// A node at `addr` that starts its own ring, with fast timers.
+    pub(super) fn test_config(dir: &Path, addr: &str) -> NodeConfig {
+        NodeConfig {
+            advertise: addr.to_string(),
+            bootstrap: vec![addr.to_string()],
+            vnodes: 2,
+            ring: ring::Config::default(),
+            stabilize_interval: Duration::from_millis(50),
+            fix_fingers_interval: Duration::from_millis(50),
+            rpc_timeout: Duration::from_millis(500),
+            data_dir: dir.to_path_buf(),
+            max_value: 1024,
+            replication: ReplicationConfig::default(),
+        }
+    }
+
     /// A node on an ephemeral loopback port, started in this process.
     async fn start_node(
         dir: &Path,
@@ -307,18 +323,7 @@ mod tests {
     ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let config = NodeConfig {
-            advertise: addr.clone(),
-            bootstrap: vec![addr.clone()],
-            vnodes: 2,
-            ring: ring::Config::default(),
-            stabilize_interval: Duration::from_millis(50),
-            fix_fingers_interval: Duration::from_millis(50),
-            rpc_timeout: Duration::from_millis(500),
-            data_dir: dir.to_path_buf(),
-            max_value: 1024,
-            replication: ReplicationConfig::default(),
-        };
+        let config = test_config(dir, &addr);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(run(config, listener, async {
             stopped.await.ok();

@@ -363,6 +363,64 @@ fn membership_event(notice: &Notice) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node::Node;
+    use tokio::net::TcpListener;
+    use tokio::sync::oneshot::error::TryRecvError;
+
+    type Answer = oneshot::Receiver<Result<LookupOutcome, LookupError>>;
+
+    /// Asks the ring task for a lookup, as a client's request does.
+    fn start_lookup(task: &mut RingTask, target: u64) -> Answer {
+        let (reply, answer) = oneshot::channel();
+        task.on_command(Command::Lookup {
+            target: Id(target),
+            reply,
+        });
+        answer
+    }
+
+    #[tokio::test]
+    async fn a_node_runs_at_most_1024_client_lookups_at_once_and_refuses_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let config = crate::node::tests::test_config(dir.path(), &addr);
+        let Node { mut ring_task, .. } = Node::start(config, listener).await.unwrap();
+        // The node starts its ring, so every lookup has an answer.
+        ring_task.host.step(Input::StabilizeTick);
+
+        // Each lookup runs until its answer is handed back to its caller.
+        let mut running: Vec<Answer> = (0..1024).map(|n| start_lookup(&mut ring_task, n)).collect();
+        for answer in &mut running {
+            assert_eq!(answer.try_recv().unwrap_err(), TryRecvError::Empty);
+        }
+        let mut refused = start_lookup(&mut ring_task, 1024);
+        assert!(matches!(
+            refused.try_recv(),
+            Ok(Err(LookupError::Busy(1024)))
+        ));
+
+        // A caller that gave up frees its place, and only its place.
+        drop(running.pop());
+        let mut accepted = start_lookup(&mut ring_task, 1025);
+        assert_eq!(accepted.try_recv().unwrap_err(), TryRecvError::Empty);
+        running.push(accepted);
+        let mut refused = start_lookup(&mut ring_task, 1026);
+        assert!(matches!(
+            refused.try_recv(),
+            Ok(Err(LookupError::Busy(1024)))
+        ));
+
+        // Once the answers have gone out, the node takes lookups again.
+        ring_task.dispatch().await;
+        for answer in &mut running {
+            assert!(matches!(answer.try_recv(), Ok(Ok(_))));
+        }
+        let mut accepted = start_lookup(&mut ring_task, 1027);
+        assert_eq!(accepted.try_recv().unwrap_err(), TryRecvError::Empty);
+        ring_task.dispatch().await;
+        assert!(matches!(accepted.try_recv(), Ok(Ok(_))));
+    }
 
     #[test]
     fn timer_periods_vary_by_up_to_twenty_percent_either_way() {

@@ -16,25 +16,47 @@ fn config(r: usize) -> Config {
     }
 }
 
-/// Delivers every request between `hosts` instantly until all is quiet, and
-/// returns the lookups that finished.
-fn pump(hosts: &mut BTreeMap<String, Host>) -> Vec<(u64, Result<LookupOutcome, LookupError>)> {
-    let mut done = Vec::new();
+/// What [`pump`] saw go by.
+#[derive(Default)]
+struct Traffic {
+    /// Lookups that finished, with their tokens.
+    done: Vec<(u64, Result<LookupOutcome, LookupError>)>,
+    /// Every request sent from one host to another.
+    sent: Vec<Outgoing>,
+    /// Every notice, with the address of the host that gave it.
+    notices: Vec<(String, Notice)>,
+}
+
+impl Traffic {
+    /// How many `request`s went to the process at `to`.
+    fn sent_to(&self, to: &str, request: &Request) -> usize {
+        self.sent
+            .iter()
+            .filter(|out| out.to == to && out.request == *request)
+            .count()
+    }
+}
+
+/// Delivers every request between `hosts` instantly until all is quiet; a
+/// request to an address with no host fails, as to a crashed process.
+fn pump(hosts: &mut BTreeMap<String, Host>) -> Traffic {
+    let mut traffic = Traffic::default();
     loop {
         let mut outgoing = Vec::new();
         for (addr, host) in hosts.iter_mut() {
             for action in host.take_actions() {
                 match action {
                     Action::Send(message) => outgoing.push((addr.clone(), message)),
-                    Action::LookupDone { token, result } => done.push((token, result)),
-                    Action::Notice(_) => {}
+                    Action::LookupDone { token, result } => traffic.done.push((token, result)),
+                    Action::Notice(notice) => traffic.notices.push((addr.clone(), notice)),
                 }
             }
         }
         if outgoing.is_empty() {
-            return done;
+            return traffic;
         }
         for (from, message) in outgoing {
+            traffic.sent.push(message.clone());
             let input = match hosts.get_mut(&message.to) {
                 Some(host) => Input::Reply {
                     id: message.id,
@@ -45,6 +67,15 @@ fn pump(hosts: &mut BTreeMap<String, Host>) -> Vec<(u64, Result<LookupOutcome, L
             hosts.get_mut(&from).expect("sender").step(input);
         }
     }
+}
+
+/// One stabilize tick of the host at `addr`, and everything it sets off.
+fn stabilize(hosts: &mut BTreeMap<String, Host>, addr: &str) -> Traffic {
+    hosts
+        .get_mut(addr)
+        .expect("host")
+        .step(Input::StabilizeTick);
+    pump(hosts)
 }
 
 /// Hosts of one member each, every one bootstrapping through the first
@@ -256,7 +287,7 @@ fn lookups_route_through_remote_tables() {
         .get_mut("h0:1")
         .unwrap()
         .start_lookup(Id((5 << 60) + 1), 7);
-    let done = pump(&mut hosts);
+    let done = pump(&mut hosts).done;
     let (token, result) = &done[0];
     assert_eq!(*token, 7);
     let outcome = result.as_ref().expect("found");
@@ -441,4 +472,93 @@ fn a_find_step_names_the_three_closest_preceding_entries_one_per_process() {
             successors: vec![node(2_000, "b:1")],
         }
     );
+}
+
+#[test]
+fn a_member_whose_list_came_round_to_it_and_hears_from_nobody_is_alone() {
+    let mut hosts = ring_of(&[("a:1", 100), ("b:1", 200)], 3);
+    let a = hosts.get_mut("a:1").unwrap();
+    assert_eq!(
+        a.member(Id(100)).unwrap().successors(),
+        &[node(200, "b:1"), node(100, "a:1")],
+        "a's own list says the ring comes round to it after b"
+    );
+    // A finger still names a member that has since gone, so recovery has
+    // someone to ask besides the dead successor.
+    a.members[0].fingers[0] = Some(node(150, "x:1"));
+    hosts.remove("b:1");
+
+    let traffic = stabilize(&mut hosts, "a:1");
+    assert_eq!(
+        traffic.sent_to("b:1", &Request::GetState),
+        Config::default().query_attempts as usize,
+        "the successor gets its tries"
+    );
+    assert_eq!(
+        traffic.sent_to("x:1", &Request::GetState),
+        Config::default().query_attempts as usize,
+        "before concluding it is alone, a asks the other member it knows"
+    );
+    let a = hosts["a:1"].member(Id(100)).unwrap();
+    assert!(a.is_joined(), "alone, not out of the ring");
+    assert_eq!(a.successors(), &[node(100, "a:1")]);
+    assert!(traffic
+        .notices
+        .iter()
+        .all(|(_, n)| !matches!(n, Notice::Orphaned { .. })));
+}
+
+#[test]
+fn a_member_that_hears_from_nobody_leaves_and_rejoins_through_its_bootstrap() {
+    let hosts = [
+        ("s:1", 100),
+        ("a:1", 200),
+        ("b:1", 300),
+        ("c:1", 400),
+        ("d:1", 500),
+    ];
+    let mut hosts = ring_of(&hosts, 8);
+    assert_eq!(
+        hosts["a:1"].member(Id(200)).unwrap().successors(),
+        &[node(300, "b:1"), node(400, "c:1"), node(500, "d:1")]
+    );
+    // Everyone else dies: a's whole list, and the bootstrap s, which a
+    // knows as its predecessor.
+    for dead in ["s:1", "b:1", "c:1", "d:1"] {
+        hosts.remove(dead);
+    }
+
+    let traffic = stabilize(&mut hosts, "a:1");
+    let tries = Config::default().query_attempts as usize;
+    for dead in ["b:1", "c:1", "d:1", "s:1"] {
+        assert_eq!(traffic.sent_to(dead, &Request::GetState), tries, "{dead}");
+    }
+    let a = hosts["a:1"].member(Id(200)).unwrap();
+    assert!(
+        !a.is_joined(),
+        "its list never said it was alone: it leaves"
+    );
+    assert!(a.successors().is_empty() && a.predecessor().is_none());
+    assert!(traffic
+        .notices
+        .iter()
+        .any(|(_, n)| *n == Notice::Orphaned { member: Id(200) }));
+
+    // It rejoins through its bootstrap, and keeps trying while it is down.
+    let traffic = stabilize(&mut hosts, "a:1");
+    let find_step = Request::FindStep { target: Id(200) };
+    assert_eq!(traffic.sent_to("s:1", &find_step), 1);
+    assert!(!hosts["a:1"].members()[0].is_joined());
+
+    // The bootstrap comes back with an empty state and starts a ring; a
+    // joins it.
+    hosts.insert(
+        "s:1".to_string(),
+        Host::new("s:1", &[Id(100)], &["s:1".to_string()], config(3)),
+    );
+    tick(&mut hosts, 6);
+    let a = hosts["a:1"].member(Id(200)).unwrap();
+    let s = hosts["s:1"].member(Id(100)).unwrap();
+    assert_eq!(a.successor(), Some(&node(100, "s:1")));
+    assert_eq!(s.successor(), Some(&node(200, "a:1")));
 }
