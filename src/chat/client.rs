@@ -2,11 +2,13 @@
 //! live messages, across the death of the room's owner) and sending to it.
 
 use crate::clock::wall_ms;
+use crate::data::ProcessInfo;
 use crate::room::onion::{wrap, Relay};
 use crate::room::{message_key, Message, RecentKeys, Room};
 use crate::rpc::ApiClient;
 use crate::{Error, Result};
 use std::collections::{HashSet, VecDeque};
+use std::future::Future;
 use std::net::IpAddr;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -41,6 +43,22 @@ pub struct Follow {
     pub timeout: Duration,
     /// The local address connections are made from (`None`: the system's).
     pub from: Option<IpAddr>,
+}
+
+impl Follow {
+    /// Where to watch again after a break noticed at `now_ms`: from
+    /// [`RESUME_MARGIN`] before it (never from before where the first
+    /// watch started), with up to [`RESUME_HISTORY`] messages of history.
+    /// Whatever was sent while no watch was open is in the store.
+    pub fn resumed(&self, now_ms: u64) -> Follow {
+        Follow {
+            since_ms: self
+                .since_ms
+                .max(now_ms.saturating_sub(RESUME_MARGIN.as_millis() as u64)),
+            history: RESUME_HISTORY,
+            ..self.clone()
+        }
+    }
 }
 
 /// A key whose ring id is the first of the room's: asking for its owner
@@ -145,11 +163,7 @@ pub async fn follow(room: Room, mut follow: Follow, events: mpsc::Sender<Event>)
         if events.send(Event::Warning(warning)).await.is_err() {
             return;
         }
-        // Whatever was sent while no watch was open is in the store.
-        follow.since_ms = follow
-            .since_ms
-            .max(wall_ms().saturating_sub(RESUME_MARGIN.as_millis() as u64));
-        follow.history = RESUME_HISTORY;
+        follow = follow.resumed(wall_ms());
         tokio::time::sleep(pause).await;
     }
 }
@@ -319,63 +333,95 @@ impl Sender {
     }
 
     async fn send_onion(&mut self, hops: usize, key: &[u8], value: &[u8]) -> Result<()> {
-        let mut problems = Vec::new();
-        let mut failed: Vec<String> = Vec::new();
-        for _ in 0..CIRCUIT_TRIES {
-            let (relays, mut conn) = match self.circuit.take() {
-                Some(circuit) => circuit,
-                None => match self.build_circuit(hops, &failed).await {
-                    Ok(circuit) => circuit,
-                    Err(error) => {
-                        problems.push(error.to_string());
-                        continue;
-                    }
-                },
-            };
-            let onion = wrap(&relays, key, value, self.retention.as_millis() as u64);
-            match conn.relay(onion).await {
-                Ok(()) => {
-                    self.circuit = Some((relays, conn));
-                    return Ok(());
+        let ttl_ms = self.retention.as_millis() as u64;
+        let in_use = self.circuit.take();
+        let (via, timeout, from) = (&self.via, self.timeout, self.from);
+        let (outcome, circuit) = through_circuits(
+            in_use,
+            |avoid| async move { build_circuit(via, timeout, from, hops, &avoid).await },
+            |relays, mut conn: ApiClient| {
+                let onion = wrap(relays, key, value, ttl_ms);
+                async move {
+                    let sent = conn.relay(onion).await;
+                    (conn, sent)
                 }
-                Err(error @ Error::InvalidArgument(_)) => return Err(error),
+            },
+        )
+        .await;
+        self.circuit = circuit;
+        outcome
+    }
+}
+
+/// Carries one message through up to [`CIRCUIT_TRIES`] circuits: the one
+/// in use, if any, then circuits from `build` (given the relays that
+/// failed, to avoid), each tried with `carry`, until one carries it.
+/// Returns the outcome and the circuit to keep: the one that carried it.
+async fn through_circuits<T, Build, Built, Carry, Carried>(
+    mut circuit: Option<(Vec<Relay>, T)>,
+    mut build: Build,
+    mut carry: Carry,
+) -> (Result<()>, Option<(Vec<Relay>, T)>)
+where
+    Build: FnMut(Vec<String>) -> Built,
+    Built: Future<Output = Result<(Vec<Relay>, T)>>,
+    Carry: FnMut(&[Relay], T) -> Carried,
+    Carried: Future<Output = (T, Result<()>)>,
+{
+    let mut problems = Vec::new();
+    let mut failed: Vec<String> = Vec::new();
+    for _ in 0..CIRCUIT_TRIES {
+        let (relays, conn) = match circuit.take() {
+            Some(circuit) => circuit,
+            None => match build(failed.clone()).await {
+                Ok(circuit) => circuit,
                 Err(error) => {
-                    // Rebuilt without the relay that failed, when the
-                    // error says which (it names no address).
-                    let message = match &error {
-                        Error::Unavailable(_) => error.message(),
-                        other => other.to_string(),
-                    };
-                    if let Some(relay) =
-                        crate::rpc::failed_relay(&message).and_then(|i| relays.get(i))
-                    {
-                        failed.push(relay.addr.clone());
-                    }
                     problems.push(error.to_string());
+                    continue;
                 }
+            },
+        };
+        match carry(&relays, conn).await {
+            (conn, Ok(())) => return (Ok(()), Some((relays, conn))),
+            (_, Err(error @ Error::InvalidArgument(_))) => return (Err(error), None),
+            (_, Err(error)) => {
+                // Rebuilt without the relay that failed, when the error
+                // says which (it names no address).
+                let message = match &error {
+                    Error::Unavailable(_) => error.message(),
+                    other => other.to_string(),
+                };
+                if let Some(relay) = crate::rpc::failed_relay(&message).and_then(|i| relays.get(i))
+                {
+                    failed.push(relay.addr.clone());
+                }
+                problems.push(error.to_string());
             }
         }
-        Err(Error::Unavailable(format!(
-            "the message was not stored through {CIRCUIT_TRIES} circuits ({})",
-            problems.join("; ")
-        )))
     }
+    let error = Error::Unavailable(format!(
+        "the message was not stored through {CIRCUIT_TRIES} circuits ({})",
+        problems.join("; ")
+    ));
+    (Err(error), None)
+}
 
-    /// Picks `hops` random relays (distinct processes, avoiding `avoid`
-    /// when there are enough others) and connects to the first.
-    async fn build_circuit(
-        &self,
-        hops: usize,
-        avoid: &[String],
-    ) -> Result<(Vec<Relay>, ApiClient)> {
-        use rand::seq::SliceRandom;
-        let mut relays = discover_relays(&self.via, self.timeout, self.from).await?;
-        relays.shuffle(&mut rand::rng());
-        relays.sort_by_key(|r| avoid.contains(&r.addr));
-        relays.truncate(hops);
-        let first = ApiClient::connect_from(&relays[0].addr, self.timeout, self.from).await?;
-        Ok((relays, first))
-    }
+/// Picks `hops` random relays (distinct processes, avoiding `avoid` when
+/// there are enough others) and connects to the first.
+async fn build_circuit(
+    via: &[String],
+    timeout: Duration,
+    from: Option<IpAddr>,
+    hops: usize,
+    avoid: &[String],
+) -> Result<(Vec<Relay>, ApiClient)> {
+    use rand::seq::SliceRandom;
+    let mut relays = discover_relays(via, timeout, from).await?;
+    relays.shuffle(&mut rand::rng());
+    relays.sort_by_key(|r| avoid.contains(&r.addr));
+    relays.truncate(hops);
+    let first = ApiClient::connect_from(&relays[0].addr, timeout, from).await?;
+    Ok((relays, first))
 }
 
 /// Processes of the ring with their onion keys: the nodes in `via`, then
@@ -387,6 +433,19 @@ pub async fn discover_relays(
     timeout: Duration,
     from: Option<IpAddr>,
 ) -> Result<Vec<Relay>> {
+    discover(via, |addr| async move {
+        let mut conn = ApiClient::connect_from(&addr, timeout, from).await?;
+        conn.describe().await
+    })
+    .await
+}
+
+/// [`discover_relays`], asking each process with `describe`.
+async fn discover<Describe, Described>(via: &[String], mut describe: Describe) -> Result<Vec<Relay>>
+where
+    Describe: FnMut(String) -> Described,
+    Described: Future<Output = Result<ProcessInfo>>,
+{
     let mut queue: VecDeque<String> = via.iter().cloned().collect();
     let mut asked: HashSet<String> = HashSet::new();
     let mut relays = Vec::new();
@@ -395,12 +454,7 @@ pub async fn discover_relays(
         if relays.len() == MAX_RELAYS_KNOWN || !asked.insert(addr.clone()) {
             continue;
         }
-        let described = async {
-            let mut conn = ApiClient::connect_from(&addr, timeout, from).await?;
-            conn.describe().await
-        }
-        .await;
-        match described {
+        match describe(addr.clone()).await {
             Ok(info) => {
                 // A relay is named in a layer by its address: one that is
                 // not a plain HOST:PORT of at most 255 bytes, or that is
@@ -432,4 +486,121 @@ pub async fn discover_relays(
         }));
     }
     Ok(relays)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    const MINUTE_MS: u64 = 60_000;
+
+    fn following(since_ms: u64, history: u32) -> Follow {
+        Follow {
+            via: vec!["127.0.0.1:10001".into()],
+            since_ms,
+            history,
+            timeout: Duration::from_secs(5),
+            from: None,
+        }
+    }
+
+    #[test]
+    fn after_a_break_the_watch_resumes_five_minutes_before_it_with_up_to_a_thousand_messages() {
+        let opened_ms = 1_795_000_000_000;
+        // Opened with a day of history, the 100 most recent messages.
+        let opened = following(opened_ms - 24 * 60 * MINUTE_MS, 100);
+        let broke_ms = opened_ms + 60 * MINUTE_MS;
+        let resumed = opened.resumed(broke_ms);
+        assert_eq!(resumed.since_ms, broke_ms - 5 * MINUTE_MS);
+        assert_eq!(resumed.history, 1000);
+        assert_eq!(resumed.via, opened.via);
+        // A second break: from five minutes before that one.
+        let again = resumed.resumed(broke_ms + 30 * MINUTE_MS);
+        assert_eq!(again.since_ms, broke_ms + 25 * MINUTE_MS);
+        // A break soon after opening with `--since 1m` reaches back no
+        // further than what was asked for.
+        let recent = following(opened_ms - MINUTE_MS, 100);
+        assert_eq!(
+            recent.resumed(opened_ms + MINUTE_MS).since_ms,
+            opened_ms - MINUTE_MS
+        );
+    }
+
+    fn relays(count: u8) -> Vec<Relay> {
+        (1..=count)
+            .map(|i| Relay {
+                addr: format!("10.0.0.{i}:7000"),
+                key: [i; 32],
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_message_is_tried_on_at_most_three_circuits() {
+        // The circuit in use fails, and so does every one built after it
+        // (the relays answer, the ring does not store the message).
+        let (built, tried) = (RefCell::new(0), RefCell::new(0));
+        let (outcome, kept) = through_circuits(
+            Some((relays(3), ())),
+            |_avoid| {
+                *built.borrow_mut() += 1;
+                async { Ok((relays(3), ())) }
+            },
+            |_circuit, ()| {
+                *tried.borrow_mut() += 1;
+                async {
+                    (
+                        (),
+                        Err(Error::Unavailable(
+                            "> > relay: the ring did not store it (Unavailable)".into(),
+                        )),
+                    )
+                }
+            },
+        )
+        .await;
+        assert_eq!(*built.borrow(), 2, "the one in use and two built");
+        assert_eq!(*tried.borrow(), 3);
+        let error = outcome.unwrap_err().to_string();
+        assert!(error.contains("through 3 circuits"), "{error}");
+        assert!(kept.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_circuit_that_carries_a_message_is_kept_for_the_next() {
+        // Built afresh, a relay fails; the second circuit carries it.
+        let tries = RefCell::new(0);
+        let (outcome, kept) = through_circuits(
+            None,
+            |avoid: Vec<String>| async move {
+                let mut circuit = relays(5);
+                circuit.retain(|r| !avoid.contains(&r.addr));
+                circuit.truncate(3);
+                Ok((circuit, ()))
+            },
+            |_circuit, ()| {
+                *tries.borrow_mut() += 1;
+                let first = *tries.borrow() == 1;
+                async move {
+                    if first {
+                        // The second relay could not reach the third.
+                        (
+                            (),
+                            Err(Error::Unavailable(
+                                "> relay: the next hop did not answer".into(),
+                            )),
+                        )
+                    } else {
+                        ((), Ok(()))
+                    }
+                }
+            },
+        )
+        .await;
+        outcome.unwrap();
+        let (circuit, ()) = kept.expect("the circuit that worked is kept");
+        let addrs: Vec<&str> = circuit.iter().map(|r| r.addr.as_str()).collect();
+        assert_eq!(addrs, ["10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.4:7000"]);
+    }
 }
